@@ -1,0 +1,39 @@
+"""swinv2: Swin Transformer V2 in PyTorch, interchangeable with transformers' Swinv2 classes.
+
+Example:
+    >>> from swinv2 import Swinv2Config, Swinv2ForImageClassification
+    >>> model = Swinv2ForImageClassification(Swinv2Config(image_size=256, window_size=8, num_labels=10))
+    >>> model.save_pretrained("my-model")  # config.json + model.safetensors, loadable by transformers
+"""
+
+from swinv2.checkpoints import CheckpointError, LoadReport
+from swinv2.config import Swinv2Config
+from swinv2.models import (
+    BackboneOutput,
+    Swinv2Backbone,
+    Swinv2ForImageClassification,
+    Swinv2ForMaskedImageModeling,
+    Swinv2ImageClassifierOutput,
+    Swinv2MaskedImageModelingOutput,
+    Swinv2Model,
+    Swinv2ModelOutput,
+    Swinv2PreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneOutput",
+    "CheckpointError",
+    "LoadReport",
+    "Swinv2Backbone",
+    "Swinv2Config",
+    "Swinv2ForImageClassification",
+    "Swinv2ForMaskedImageModeling",
+    "Swinv2ImageClassifierOutput",
+    "Swinv2MaskedImageModelingOutput",
+    "Swinv2Model",
+    "Swinv2ModelOutput",
+    "Swinv2PreTrainedModel",
+    "__version__",
+]

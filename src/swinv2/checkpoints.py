@@ -1,0 +1,180 @@
+"""Reading and writing weight files, and loading them into a model with a full key report.
+
+Files are read without executing code: safetensors first; `.bin`/`.pt`/`.pth` only through
+`torch.load(weights_only=True)`, and a pickle that needs more than tensors is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from swinv2.io_utils import atomic_write
+
+logger = logging.getLogger(__name__)
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+class CheckpointError(RuntimeError):
+    """A weight file could not be read, or its tensors do not fit the model."""
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read '{path}': not a valid safetensors file ({err})") from None
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing to load '{path}': it needs code beyond plain tensors to unpickle, which could run "
+            f"anything ({str(err).splitlines()[0]}); re-save it as safetensors in an environment you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read '{path}': not a PyTorch checkpoint ({err})") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"cannot read '{path}': expected a flat mapping of names to tensors")
+    return dict(data)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read tensors from a weight file, or from a model directory's weight file(s).
+
+    A directory is searched for `model.safetensors`, then a sharded `model.safetensors.index.json`,
+    then `pytorch_model.bin`.
+
+    Raises:
+        FileNotFoundError: nothing to read at `path`.
+        CheckpointError: the file is corrupt, not a checkpoint, or would need arbitrary code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PICKLE_WEIGHTS_NAME):
+            if (path / name).is_file():
+                return read_state_dict(path / name)
+        raise FileNotFoundError(
+            f"no weights in '{path}': expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME} or {PICKLE_WEIGHTS_NAME}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"no weight file at '{path}'")
+    if path.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"cannot read '{path}': not a safetensors shard index ({err})") from None
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(read_state_dict(path.parent / shard))
+        return state
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return _read_pickle(path)
+    raise CheckpointError(f"cannot read '{path}': unknown weight file type (use .safetensors, .bin, .pt or .pth)")
+
+
+def write_safetensors(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor]) -> None:
+    """Write tensors to a safetensors file atomically (contiguous CPU copies, `format: pt` metadata)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+@dataclass
+class LoadReport:
+    """What a load did with each key.
+
+    Attributes:
+        missing: model keys the checkpoint lacks.
+        unexpected: checkpoint keys that name nothing this library knows.
+        mismatched: (key, checkpoint shape, model shape) for tensors of the wrong shape.
+        unused: known Swin V2 weights this model class has no place for (another head's, say).
+        reinitialized: mismatched keys left freshly initialised on request.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing, unexpected or mismatched."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, source: str) -> str:
+        """One message listing every problem."""
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: {', '.join(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected: {', '.join(self.unexpected)}")
+        if self.mismatched:
+            shapes = ", ".join(f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in self.mismatched)
+            parts.append(f"{len(self.mismatched)} with the wrong shape: {shapes}")
+        return f"checkpoint '{source}' does not fit the model: " + "; ".join(parts)
+
+
+def load_into_model(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    strict: bool = True,
+    ignore_mismatched_sizes: bool = False,
+    report: LoadReport | None = None,
+) -> LoadReport:
+    """Copy `state` (our parameter names) into `model`, checking every key first.
+
+    Args:
+        model: The target module.
+        state: Tensors keyed by the model's own state_dict names.
+        source: Where the tensors came from, for messages.
+        strict: Raise one `CheckpointError` listing all missing, unexpected and mismatched keys.
+        ignore_mismatched_sizes: Leave wrong-shaped tensors at their fresh initialisation instead
+            (for a new classification head, say); they are listed as `reinitialized`.
+        report: A report to extend (keys the caller already classified).
+
+    Returns:
+        The `LoadReport`; with `strict=False` the caller inspects it.
+    """
+    report = report or LoadReport()
+    expected = model.state_dict()
+    loadable: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key not in expected:
+            report.unexpected.append(key)
+        elif tensor.shape != expected[key].shape:
+            entry = (key, tuple(tensor.shape), tuple(expected[key].shape))
+            (report.reinitialized.append(key) if ignore_mismatched_sizes else report.mismatched.append(entry))
+        else:
+            loadable[key] = tensor
+    report.missing.extend(k for k in expected if k not in state)
+    if strict and not report.ok:
+        raise CheckpointError(report.describe(source) + "; pass strict=False to load the rest and get this list")
+    if not report.ok:
+        logger.warning(report.describe(source))
+    if report.reinitialized:
+        logger.warning("re-initialised %d tensors of mismatched shape: %s", len(report.reinitialized), report.reinitialized)
+    with torch.no_grad():
+        for key, tensor in loadable.items():
+            expected[key].copy_(tensor)
+    return report

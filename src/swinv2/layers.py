@@ -1,0 +1,179 @@
+"""Generic pieces of a windowed vision transformer: windows, padding, stochastic depth, MLP, activations.
+
+Shapes use the legend of `swinv2.models.swinv2`: B batch, H, W token grid, C channels,
+(wh, ww) window, nW windows per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Cut a channels-last grid into non-overlapping windows, row-major over windows.
+
+    Args:
+        x: (B, H, W, C) with H, W multiples of the window.
+        window: (wh, ww).
+
+    Returns:
+        (B*nW, wh, ww, C).
+    """
+    B, H, W, C = x.shape
+    wh, ww = window
+    x = x.view(B, H // wh, wh, W // ww, ww, C)  # (B, H/wh, wh, W/ww, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, C)  # (B*nW, wh, ww, C)
+
+
+def window_reverse(windows: torch.Tensor, window: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of `window_partition`.
+
+    Args:
+        windows: (B*nW, wh, ww, C).
+        window: (wh, ww).
+        grid: (H, W) of the grid the windows were cut from.
+
+    Returns:
+        (B, H, W, C).
+    """
+    wh, ww = window
+    H, W = grid
+    C = windows.shape[-1]
+    x = windows.view(-1, H // wh, W // ww, wh, ww, C)  # (B, H/wh, W/ww, wh, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)  # (B, H, W, C)
+
+
+def pad_bottom_right(x: torch.Tensor, multiple: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad a (B, H, W, C) grid at the bottom and right up to multiples of `multiple`."""
+    _, H, W, _ = x.shape
+    pad_h = -H % multiple[0]
+    pad_w = -W % multiple[1]
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, H+pad_h, W+pad_w, C)
+    return x
+
+
+def shifted_window_mask(
+    grid: tuple[int, int], window: int, shift: int, *, device: torch.device | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """Additive mask that keeps shifted-window attention inside each pre-shift region.
+
+    After rolling a (padded) grid by `-shift`, a window at the bottom/right edge holds tokens from
+    up to 2x2 regions that were not neighbours; pairs from different regions get -100.
+
+    Args:
+        grid: (Hp, Wp), the padded grid (multiples of `window`).
+        window: Window side.
+        shift: Cyclic shift (> 0).
+
+    Returns:
+        (nW, N, N) with N = window**2, zeros and -100.
+    """
+
+    def region(length: int) -> torch.Tensor:
+        index = torch.arange(length, device=device)
+        return (index >= length - window).long() + (index >= length - shift).long()  # 0, 1 or 2
+
+    Hp, Wp = grid
+    label = region(Hp)[:, None] * 3 + region(Wp)[None, :]  # (Hp, Wp): one id per region
+    windows = window_partition(label[None, :, :, None], (window, window))  # (nW, ws, ws, 1)
+    windows = windows.reshape(-1, window * window)  # (nW, N)
+    different = windows[:, None, :] != windows[:, :, None]  # (nW, N, N)
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, -100.0)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per sample in training, scale survivors by 1/keep."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the fast GELU approximation of CLIP."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class FastGELU(nn.Module):
+    """transformers' `gelu_fast`: the tanh GELU approximation written with x*x."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def activation(name: str) -> nn.Module:
+    """The module for a transformers `hidden_act` name (see `swinv2.config.ACTIVATIONS`)."""
+    factories = {
+        "gelu": nn.GELU,
+        "gelu_new": lambda: nn.GELU(approximate="tanh"),
+        "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+        "gelu_fast": FastGELU,
+        "quick_gelu": QuickGELU,
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "leaky_relu": nn.LeakyReLU,
+        "silu": nn.SiLU,
+        "swish": nn.SiLU,
+        "mish": nn.Mish,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "linear": nn.Identity,
+    }
+    if name not in factories:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(factories)}")
+    return factories[name]()
+
+
+class Mlp(nn.Module):
+    """fc1 -> activation -> fc2 -> dropout, on (..., C)."""
+
+    def __init__(self, dim: int, hidden: int, act: str, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = activation(act)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+def interpolate_grid_table(table: torch.Tensor, source: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:
+    """Resize a (1, Hs*Ws, C) per-position table to (1, Ht*Wt, C) by bicubic interpolation."""
+    if source == target:
+        return table
+    C = table.shape[-1]
+    grid = table.reshape(1, source[0], source[1], C).permute(0, 3, 1, 2)  # (1, C, Hs, Ws)
+    grid = F.interpolate(grid.float(), size=target, mode="bicubic", align_corners=False).to(table.dtype)
+    return grid.permute(0, 2, 3, 1).reshape(1, target[0] * target[1], C)  # (1, Ht*Wt, C)
+
+
+def trunc_normal_init(module: nn.Module, std: float) -> None:
+    """Initialise Linear/Conv weights from a truncated normal (±2 std), biases to zero, norms to identity."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the V2 paper clamps the cosine-attention temperature at 100

@@ -1,0 +1,184 @@
+"""`Swinv2PreTrainedModel`: what every Swin V2 model class shares, chiefly loading and saving.
+
+On disk a model is a transformers directory: `config.json` + `model.safetensors` with transformers'
+parameter names, so either library reads what the other writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from swinv2.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
+from swinv2.config import Swinv2Config
+from swinv2.convert import encoder_from_hf, encoder_to_hf
+from swinv2.hub import resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound="Swinv2PreTrainedModel")
+
+_HEAD_PREFIX = "swinv2."  # where transformers' head models keep the encoder
+_HEAD_MODULES = ("classifier.", "decoder.")
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device | None:
+    if device is None:
+        return None
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, config: Swinv2Config) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        dtype = config.extra.get("dtype") or config.extra.get("torch_dtype") or "float32"
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype or its name; got {dtype!r}")
+    return resolved
+
+
+class Swinv2PreTrainedModel(nn.Module):
+    """Base of the Swin V2 models: holds the config, loads and saves transformers-format directories.
+
+    Subclasses set `encoder_prefix` (where our encoder lives in the state dict) and
+    `hf_encoder_prefix` (where transformers' class of the same name keeps it).
+    """
+
+    main_input_name = "pixel_values"
+    encoder_prefix = "swinv2."
+    hf_encoder_prefix = "swinv2."
+
+    def __init__(self, config: Swinv2Config) -> None:
+        super().__init__()
+        if not isinstance(config, Swinv2Config):
+            raise TypeError(f"config must be a Swinv2Config; got {type(config).__name__}")
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (optionally only those with requires_grad)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------------ transformers format
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's tensors under transformers' names for the same class."""
+        ours = self.state_dict()
+        encoder = {k.removeprefix(self.encoder_prefix): v for k, v in ours.items() if k.startswith(self.encoder_prefix)}
+        converted = encoder_to_hf(encoder)
+        if converted.unmatched:
+            raise RuntimeError(f"no transformers name for {converted.unmatched}")
+        out = {self.hf_encoder_prefix + k: v for k, v in converted.tensors.items()}
+        out.update({k: v for k, v in ours.items() if not k.startswith(self.encoder_prefix)})
+        return out
+
+    def load_hf_state_dict(
+        self,
+        state: dict[str, torch.Tensor],
+        *,
+        source: str = "state dict",
+        strict: bool = True,
+        ignore_mismatched_sizes: bool = False,
+    ) -> LoadReport:
+        """Load transformers-named tensors of any Swinv2 class (base, head or backbone).
+
+        An encoder saved by another class loads too: a classification checkpoint into a
+        `Swinv2Backbone`, say. Weights of heads this class does not have are reported as `unused`.
+        """
+        checkpoint_prefix = _HEAD_PREFIX if any(k.startswith(_HEAD_PREFIX) for k in state) else ""
+        encoder_state, heads = {}, {}
+        for key, tensor in state.items():
+            if checkpoint_prefix and key.startswith(checkpoint_prefix):
+                encoder_state[key.removeprefix(checkpoint_prefix)] = tensor
+            elif key.startswith(_HEAD_MODULES):
+                heads[key] = tensor
+            else:
+                encoder_state[key] = tensor
+        converted = encoder_from_hf(encoder_state, num_patches=self.config.patch_grid[0] * self.config.patch_grid[1])
+        own_keys = set(self.state_dict())
+        report = LoadReport(unexpected=[checkpoint_prefix + k for k in converted.unmatched])
+        mapped: dict[str, torch.Tensor] = {}
+        candidates = {self.encoder_prefix + k: v for k, v in converted.tensors.items()} | heads
+        for key, tensor in candidates.items():
+            (mapped.__setitem__(key, tensor) if key in own_keys else report.unused.append(key))
+        if report.unused:
+            logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
+        return load_into_model(
+            self, mapped, source=source, strict=strict, ignore_mismatched_sizes=ignore_mismatched_sizes, report=report
+        )
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write `config.json` and `model.safetensors` (transformers' names) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.extra["architectures"] = [type(self).__name__]
+        self.config.extra["dtype"] = str(self.dtype).removeprefix("torch.")
+        write_safetensors(directory / "model.safetensors", self.hf_state_dict())
+        self.config.save_pretrained(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls: type[ModelT],
+        name_or_path: str | os.PathLike[str],
+        *,
+        config: Swinv2Config | None = None,
+        device: str | torch.device | None = None,
+        device_map: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        torch_dtype: str | torch.dtype | None = None,
+        strict: bool = True,
+        ignore_mismatched_sizes: bool = False,
+        output_loading_info: bool = False,
+        **config_overrides: Any,
+    ) -> ModelT | tuple[ModelT, LoadReport]:
+        """Load a model from a transformers-format directory or a Hub id.
+
+        Args:
+            name_or_path: Directory with config.json and model.safetensors (or pytorch_model.bin),
+                or a Hub id (needs huggingface_hub and a network).
+            config: Use this config instead of the directory's.
+            device / device_map: Where to put the model; "auto" picks CUDA when available.
+            dtype / torch_dtype: Parameter dtype, a torch dtype or its name; "auto" uses the saved one.
+            strict: Raise on missing, unexpected or wrong-shaped keys (listing all of them).
+            ignore_mismatched_sizes: Re-initialise wrong-shaped tensors (a new head, say).
+            output_loading_info: Also return the `LoadReport`.
+            **config_overrides: Config fields to change, e.g. `num_labels=10` or
+                `out_features=["stage2", "stage4"]`.
+
+        Example:
+            >>> model = Swinv2ForImageClassification.from_pretrained("path/to/dir", num_labels=10,
+            ...                                                       ignore_mismatched_sizes=True)
+        """
+        directory = resolve_model_dir(name_or_path)
+        if config is None:
+            config = Swinv2Config.from_pretrained(directory)
+        if config_overrides:
+            config = config.replace(**config_overrides)
+        model = cls(config)
+        report = model.load_hf_state_dict(
+            read_state_dict(directory),
+            source=str(directory),
+            strict=strict,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+        )
+        model.to(device=_resolve_device(device or device_map), dtype=_resolve_dtype(dtype or torch_dtype, config))
+        model.eval()
+        return (model, report) if output_loading_info else model

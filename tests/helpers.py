@@ -1,0 +1,43 @@
+"""Shared builders for the tests: tiny configs, perturbed weights, transformers/timm twins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from swinv2 import Swinv2Config
+
+# A two-stage model that still exercises shifting, merging and the stage-window clamp.
+TINY = dict(image_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4)
+
+
+def tiny_config(**changes: Any) -> Swinv2Config:
+    """A small valid config (64 px, window 4, two stages); `changes` override fields."""
+    fields = {**TINY, "drop_path_rate": 0.0, **changes}
+    return Swinv2Config(**fields)
+
+
+def perturb_(module: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Module:
+    """Add noise to every parameter so that a mis-mapped or unused tensor changes the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * scale)
+    return module
+
+
+def hf_config(config: Swinv2Config) -> Any:
+    """transformers' Swinv2Config with the same fields."""
+    import transformers
+
+    data = config.to_dict()
+    for key in ("hidden_size", "num_layers", "stage_names", "model_type", "extra"):
+        data.pop(key, None)
+    return transformers.Swinv2Config(**data)
+
+
+def image_batch(batch: int, height: int, width: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """Deterministic normalised-looking pixels."""
+    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
