@@ -9,6 +9,10 @@ from torch import nn
 
 from swinv2 import Swinv2Config
 
+# Published shapes with depths cut to keep parity tests fast (the full ones are 2, 2, 6, 2 / 2, 2, 18, 2).
+TINY_SHAPED = dict(embed_dim=96, depths=(1, 1, 2, 1), num_heads=(3, 6, 12, 24))
+BASE_SHAPED = dict(embed_dim=128, depths=(1, 1, 1, 1), num_heads=(4, 8, 16, 32))
+
 # A two-stage model that still exercises shifting, merging and the stage-window clamp.
 TINY = dict(image_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4)
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,15 +41,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read '{path}': the file is empty")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
-            f"refusing to load '{path}': it needs code beyond plain tensors to unpickle, which could run "
-            f"anything ({str(err).splitlines()[0]}); re-save it as safetensors in an environment you trust"
+            f"refusing to load '{path}': it is corrupt or needs code beyond plain tensors to unpickle, "
+            f"which could run anything ({reason}); re-save it as safetensors where you trust it"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read '{path}': not a PyTorch checkpoint ({err})") from None
+    except Exception as err:  # torch.load raises many types on foreign bytes; all mean the same here
+        raise CheckpointError(f"cannot read '{path}': not a PyTorch checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"cannot read '{path}': expected a flat mapping of names to tensors")
     return dict(data)
@@ -141,6 +144,7 @@ def load_into_model(
     strict: bool = True,
     ignore_mismatched_sizes: bool = False,
     report: LoadReport | None = None,
+    display_names: Callable[[str], str] | None = None,
 ) -> LoadReport:
     """Copy `state` (our parameter names) into `model`, checking every key first.
 
@@ -152,28 +156,32 @@ def load_into_model(
         ignore_mismatched_sizes: Leave wrong-shaped tensors at their fresh initialisation instead
             (for a new classification head, say); they are listed as `reinitialized`.
         report: A report to extend (keys the caller already classified).
+        display_names: Maps a model key to the name the report should use (the file's naming).
 
     Returns:
         The `LoadReport`; with `strict=False` the caller inspects it.
     """
     report = report or LoadReport()
+    name = display_names or (lambda key: key)
     expected = model.state_dict()
     loadable: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key not in expected:
-            report.unexpected.append(key)
+            report.unexpected.append(name(key))
         elif tensor.shape != expected[key].shape:
-            entry = (key, tuple(tensor.shape), tuple(expected[key].shape))
-            (report.reinitialized.append(key) if ignore_mismatched_sizes else report.mismatched.append(entry))
+            entry = (name(key), tuple(tensor.shape), tuple(expected[key].shape))
+            (report.reinitialized.append(name(key)) if ignore_mismatched_sizes else report.mismatched.append(entry))
         else:
             loadable[key] = tensor
-    report.missing.extend(k for k in expected if k not in state)
+    report.missing.extend(name(k) for k in expected if k not in state)
     if strict and not report.ok:
         raise CheckpointError(report.describe(source) + "; pass strict=False to load the rest and get this list")
     if not report.ok:
         logger.warning(report.describe(source))
     if report.reinitialized:
-        logger.warning("re-initialised %d tensors of mismatched shape: %s", len(report.reinitialized), report.reinitialized)
+        logger.warning(
+            "re-initialised %d tensors of mismatched shape: %s", len(report.reinitialized), report.reinitialized
+        )
     with torch.no_grad():
         for key, tensor in loadable.items():
             expected[key].copy_(tensor)

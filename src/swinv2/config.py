@@ -218,9 +218,7 @@ class Swinv2Config:
         if any((not isinstance(p, int)) or p < 0 for p in pws):
             errors.append(f"pretrained_window_sizes must be non-negative ints; got {list(pws)}")
         elif len(pws) < len(self.depths) or any(pws[len(self.depths) :]):
-            errors.append(
-                f"pretrained_window_sizes needs one entry per stage ({len(self.depths)}); got {list(pws)}"
-            )
+            errors.append(f"pretrained_window_sizes needs one entry per stage ({len(self.depths)}); got {list(pws)}")
         if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
             errors.append(f"mlp_ratio must be positive; got {self.mlp_ratio!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
@@ -366,4 +364,3 @@ def stage_geometry(config: Swinv2Config, stage: int) -> tuple[int, int]:
     window = max(1, min(grid_h, config.window_size))
     shift = 0 if grid_h <= window else config.window_size // 2
     return window, shift
-

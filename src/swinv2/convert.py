@@ -96,13 +96,13 @@ def encoder_from_hf(state: Mapping[str, torch.Tensor], num_patches: int) -> Conv
         num_patches: N of the model's absolute position table (its patch grid at `image_size`).
     """
     out: dict[str, torch.Tensor] = {}
-    qkv_parts: dict[str, dict[str, torch.Tensor]] = {}
+    qkv_parts: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
     unmatched: list[str] = []
     for key, tensor in state.items():
         qkv = _QKV_HF_RE.match(key)
         if qkv:
             target = _QKV_OURS.format(**qkv.groupdict())
-            qkv_parts.setdefault(target, {})[qkv["part"]] = tensor
+            qkv_parts.setdefault(target, {})[qkv["part"]] = (key, tensor)
             continue
         name = _rename(key, _HF_TO_OURS)
         if name is None:
@@ -113,10 +113,9 @@ def encoder_from_hf(state: Mapping[str, torch.Tensor], num_patches: int) -> Conv
         out[name] = tensor
     for target, parts in qkv_parts.items():
         if set(parts) != set(QKV_PARTS):
-            prefix = target.removesuffix("attn.qkv.weight")
-            unmatched.extend(f"{prefix}attention.self.{p}.weight" for p in sorted(parts))
+            unmatched.extend(key for key, _ in parts.values())  # a q/k/v weight without its siblings
             continue
-        out[target] = torch.cat([parts[p] for p in QKV_PARTS], dim=0)  # (3C, C)
+        out[target] = torch.cat([parts[p][1] for p in QKV_PARTS], dim=0)  # (3C, C)
     return Converted(out, unmatched)
 
 

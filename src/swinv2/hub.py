@@ -27,8 +27,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
         raise FileNotFoundError(f"'{name}' is a file; from_pretrained expects a model directory")
     looks_like_hub_id = name.count("/") <= 1 and not name.startswith((".", "/", "~")) and name.strip() == name
     hint = (
-        f"pass a local directory holding config.json and model.safetensors instead "
-        f"(for example one written by save_pretrained), or check the name"
+        "pass a local directory holding config.json and model.safetensors instead "
+        "(for example one written by save_pretrained), or check the name"
     )
     if not looks_like_hub_id:
         raise FileNotFoundError(f"no model directory at '{name}'; {hint}")

@@ -43,7 +43,7 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int], grid: tuple[i
     wh, ww = window
     H, W = grid
     C = windows.shape[-1]
-    x = windows.view(-1, H // wh, W // ww, wh, ww, C)  # (B, H/wh, W/ww, wh, ww, C)
+    x = windows.reshape(-1, H // wh, W // ww, wh, ww, C)  # (B, H/wh, W/ww, wh, ww, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)  # (B, H, W, C)
 
 
@@ -165,10 +165,18 @@ def interpolate_grid_table(table: torch.Tensor, source: tuple[int, int], target:
     return grid.permute(0, 2, 3, 1).reshape(1, target[0] * target[1], C)  # (1, Ht*Wt, C)
 
 
+@torch.no_grad()
+def trunc_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """Fill `tensor` from N(0, std^2) truncated to ±2 std, by inverting the CDF (one pass, no rejection loop)."""
+    edge = math.erf(2.0 / math.sqrt(2.0))  # erf of the +2 std bound, in the (2*CDF - 1) scale
+    tensor.uniform_(-edge, edge).erfinv_().mul_(std * math.sqrt(2.0))
+    return tensor.clamp_(-2.0 * std, 2.0 * std)
+
+
 def trunc_normal_init(module: nn.Module, std: float) -> None:
     """Initialise Linear/Conv weights from a truncated normal (±2 std), biases to zero, norms to identity."""
     if isinstance(module, (nn.Linear, nn.Conv2d)):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        trunc_normal_(module.weight, std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

@@ -80,13 +80,18 @@ class Swinv2PreTrainedModel(nn.Module):
     # ------------------------------------------------------------------------ transformers format
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's tensors under transformers' names for the same class."""
-        ours = self.state_dict()
-        encoder = {k.removeprefix(self.encoder_prefix): v for k, v in ours.items() if k.startswith(self.encoder_prefix)}
+        return self.to_hf_names(self.state_dict())
+
+    def to_hf_names(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Rename tensors keyed by this model's parameter names (weights, gradients, ...) to transformers'."""
+        encoder = {
+            k.removeprefix(self.encoder_prefix): v for k, v in tensors.items() if k.startswith(self.encoder_prefix)
+        }
         converted = encoder_to_hf(encoder)
         if converted.unmatched:
-            raise RuntimeError(f"no transformers name for {converted.unmatched}")
+            raise KeyError(f"no transformers name for {converted.unmatched}")
         out = {self.hf_encoder_prefix + k: v for k, v in converted.tensors.items()}
-        out.update({k: v for k, v in ours.items() if not k.startswith(self.encoder_prefix)})
+        out.update({k: v for k, v in tensors.items() if not k.startswith(self.encoder_prefix)})
         return out
 
     def load_hf_state_dict(
@@ -103,17 +108,17 @@ class Swinv2PreTrainedModel(nn.Module):
         `Swinv2Backbone`, say. Weights of heads this class does not have are reported as `unused`.
         """
         checkpoint_prefix = _HEAD_PREFIX if any(k.startswith(_HEAD_PREFIX) for k in state) else ""
-        encoder_state, heads = {}, {}
+        encoder_state, heads, file_names = {}, {}, {}
         for key, tensor in state.items():
-            if checkpoint_prefix and key.startswith(checkpoint_prefix):
-                encoder_state[key.removeprefix(checkpoint_prefix)] = tensor
-            elif key.startswith(_HEAD_MODULES):
+            if key.startswith(_HEAD_MODULES):
                 heads[key] = tensor
             else:
-                encoder_state[key] = tensor
+                relative = key.removeprefix(checkpoint_prefix)
+                encoder_state[relative] = tensor
+                file_names[relative] = key
         converted = encoder_from_hf(encoder_state, num_patches=self.config.patch_grid[0] * self.config.patch_grid[1])
         own_keys = set(self.state_dict())
-        report = LoadReport(unexpected=[checkpoint_prefix + k for k in converted.unmatched])
+        report = LoadReport(unexpected=[file_names[k] for k in converted.unmatched])
         mapped: dict[str, torch.Tensor] = {}
         candidates = {self.encoder_prefix + k: v for k, v in converted.tensors.items()} | heads
         for key, tensor in candidates.items():
@@ -121,8 +126,18 @@ class Swinv2PreTrainedModel(nn.Module):
         if report.unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
         return load_into_model(
-            self, mapped, source=source, strict=strict, ignore_mismatched_sizes=ignore_mismatched_sizes, report=report
+            self,
+            mapped,
+            source=source,
+            strict=strict,
+            ignore_mismatched_sizes=ignore_mismatched_sizes,
+            report=report,
+            display_names=self.hf_name,
         )
+
+    def hf_name(self, key: str) -> str:
+        """transformers' name(s) for one of this model's state-dict keys ("a | b | c" for the fused qkv)."""
+        return " | ".join(self.to_hf_names({key: torch.empty(3)}))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write `config.json` and `model.safetensors` (transformers' names) into `directory`."""

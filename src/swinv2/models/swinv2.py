@@ -34,6 +34,7 @@ from swinv2.layers import (
     interpolate_grid_table,
     pad_bottom_right,
     shifted_window_mask,
+    trunc_normal_,
     trunc_normal_init,
     window_partition,
     window_reverse,
@@ -191,7 +192,7 @@ class Swinv2Block(nn.Module):
         Hp, Wp = tokens.shape[1:3]
         if self.shift:
             tokens = torch.roll(tokens, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = window_partition(tokens, ws).view(-1, self.window * self.window, C)  # (B*nW, N, C)
+        windows = window_partition(tokens, ws).reshape(-1, self.window * self.window, C)  # (B*nW, N, C)
         windows, probs = self.attn(windows, mask if self.shift else None, need_weights)
         tokens = window_reverse(windows.view(-1, self.window, self.window, C), ws, (Hp, Wp))  # (B, Hp, Wp, C)
         if self.shift:
@@ -215,7 +216,9 @@ class PatchMerging(nn.Module):
         B, _, C = x.shape
         H, W = grid
         x = pad_bottom_right(x.view(B, H, W, C), (2, 2))  # (B, H', W', C), H', W' even
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)  # (B, H'/2, W'/2, 4C)
+        x = torch.cat(
+            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
+        )  # (B, H'/2, W'/2, 4C)
         new_grid = (x.shape[1], x.shape[2])
         x = x.reshape(B, -1, 4 * C)  # (B, L/4, 4C)
         return self.norm(self.reduction(x)), new_grid
@@ -291,7 +294,9 @@ class PatchEmbed(nn.Module):
 def check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
     """Raise ValueError unless `pixel_values` is a non-empty float (B, num_channels, H, W) tensor."""
     if not isinstance(pixel_values, torch.Tensor):
-        raise ValueError(f"pixel_values must be a torch.Tensor (B, {num_channels}, H, W); got {type(pixel_values).__name__}")
+        raise ValueError(
+            f"pixel_values must be a torch.Tensor (B, {num_channels}, H, W); got {type(pixel_values).__name__}"
+        )
     described = f"{tuple(pixel_values.shape)} {str(pixel_values.dtype).removeprefix('torch.')}"
     expected = f"pixel_values must be (B, {num_channels}, H, W) floating point"
     if pixel_values.ndim != 4:
@@ -343,7 +348,8 @@ class Swinv2Model(Swinv2PreTrainedModel):
         use_final_norm: Apply the final layer norm (a backbone has none).
 
     Example:
-        >>> model = Swinv2Model(Swinv2Config(image_size=64, window_size=4, depths=(1, 1), num_heads=(1, 2), embed_dim=16))
+        >>> config = Swinv2Config(image_size=64, window_size=4, depths=(1, 1), num_heads=(1, 2), embed_dim=16)
+        >>> model = Swinv2Model(config)
         >>> model(torch.randn(1, 3, 64, 64)).last_hidden_state.shape
         torch.Size([1, 64, 32])
     """
@@ -365,7 +371,9 @@ class Swinv2Model(Swinv2PreTrainedModel):
         grid = config.patch_grid
         self.pos_embed_grid = grid
         self.absolute_pos_embed = (
-            nn.Parameter(torch.zeros(1, grid[0] * grid[1], config.embed_dim)) if config.use_absolute_embeddings else None
+            nn.Parameter(torch.zeros(1, grid[0] * grid[1], config.embed_dim))
+            if config.use_absolute_embeddings
+            else None
         )
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if use_mask_token else None
         self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
@@ -388,7 +396,7 @@ class Swinv2Model(Swinv2PreTrainedModel):
                     if bias is not None:
                         nn.init.zeros_(bias)
         if self.absolute_pos_embed is not None:
-            nn.init.trunc_normal_(self.absolute_pos_embed, std=std, a=-2 * std, b=2 * std)
+            trunc_normal_(self.absolute_pos_embed, std)
         if self.mask_token is not None:
             nn.init.zeros_(self.mask_token)
 
@@ -420,8 +428,9 @@ class Swinv2Model(Swinv2PreTrainedModel):
             x = x * (1.0 - keep) + self.mask_token.to(x.dtype) * keep
         if self.absolute_pos_embed is not None:
             if grid != self.pos_embed_grid and not interpolate_pos_encoding:
+                table_h, table_w = self.pos_embed_grid
                 raise ValueError(
-                    f"the absolute position table is for a {self.pos_embed_grid[0]}x{self.pos_embed_grid[1]} patch grid, "
+                    f"the absolute position table is for a {table_h}x{table_w} patch grid, "
                     f"this input gives {grid[0]}x{grid[1]}; pass interpolate_pos_encoding=True to resize it"
                 )
             x = x + interpolate_grid_table(self.absolute_pos_embed, self.pos_embed_grid, grid)
@@ -544,10 +553,14 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
             return F.mse_loss(logits, labels.to(logits.dtype))
         if problem == "single_label_classification":
             if labels.numel() != logits.shape[0]:
-                raise ValueError(f"labels must hold one class index per image ({logits.shape[0]}); got shape {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must hold one class index per image ({logits.shape[0]}); got shape {tuple(labels.shape)}"
+                )
             return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
         if labels.shape != logits.shape:
-            raise ValueError(f"multi-label targets must have the logits' shape {tuple(logits.shape)}; got {tuple(labels.shape)}")
+            raise ValueError(
+                f"multi-label targets must have the logits' shape {tuple(logits.shape)}; got {tuple(labels.shape)}"
+            )
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
@@ -560,6 +573,14 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)
+        ph, pw = config.patch_hw
+        total_stride = ph * 2 ** (config.num_layers - 1)
+        if ph != pw or config.encoder_stride != total_stride:
+            raise ValueError(
+                f"masked image modeling needs encoder_stride ({config.encoder_stride}) equal to the encoder's "
+                f"total stride, patch_size * 2**(num_stages - 1) = {config.patch_size} * 2**{config.num_layers - 1}"
+                + ("" if ph != pw else f" = {total_stride}; set encoder_stride={total_stride}")
+            )
         self.swinv2 = Swinv2Model(config, add_pooling_layer=False, use_mask_token=True)
         self.decoder = nn.Sequential(
             nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),

@@ -1,0 +1,308 @@
+"""Property tests: window geometry, padding, the shift mask, position tables, and any-size inputs.
+
+Expected values are rebuilt independently in the tests (plain loops, numpy), never by calling the
+function under test a second way.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from helpers import image_batch, perturb_, tiny_config
+from swinv2 import (
+    Swinv2Backbone,
+    Swinv2ForImageClassification,
+    Swinv2ForMaskedImageModeling,
+    Swinv2Model,
+)
+from swinv2.layers import pad_bottom_right, shifted_window_mask, window_partition, window_reverse
+from swinv2.models.swinv2 import relative_coords_table, relative_position_index
+
+FAST = settings(max_examples=25, deadline=None)
+MODEL = settings(max_examples=20, deadline=None)
+
+# The tiny config: 4 px patches, embed_dim 16, two stages (one patch merging), hidden size 32.
+PATCH = 4
+EMBED = 16
+HIDDEN = 32
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------- windows / padding
+@st.composite
+def windowed_grids(draw: st.DrawFn) -> tuple[int, int, int, int, tuple[int, int], int]:
+    """(B, H, W, C, (wh, ww), seed) with H, W multiples of the window."""
+    wh = draw(st.integers(1, 6))
+    ww = draw(st.integers(1, 6))
+    H = wh * draw(st.integers(1, 4))
+    W = ww * draw(st.integers(1, 4))
+    return draw(st.integers(1, 3)), H, W, draw(st.integers(1, 4)), (wh, ww), draw(st.integers(0, 2**16))
+
+
+@FAST
+@given(windowed_grids())
+def test_window_partition_places_each_token_and_reverse_inverts_it(case):
+    B, H, W, C, (wh, ww), seed = case
+    x = torch.randn(B, H, W, C, generator=torch.Generator().manual_seed(seed))
+    windows = window_partition(x, (wh, ww))
+
+    nW = (H // wh) * (W // ww)
+    assert windows.shape == (B * nW, wh, ww, C)
+    expected = torch.empty(B * nW, wh, ww, C)
+    for b in range(B):
+        for h in range(H):
+            for w in range(W):
+                index = b * nW + (h // wh) * (W // ww) + (w // ww)
+                expected[index, h % wh, w % ww] = x[b, h, w]
+    torch.testing.assert_close(windows, expected, rtol=0, atol=0)
+
+    torch.testing.assert_close(window_reverse(windows, (wh, ww), (H, W)), x, rtol=0, atol=0)
+    # and the other way round: reverse then partition gives back the windows
+    other = torch.randn(B * nW, wh, ww, C, generator=torch.Generator().manual_seed(seed + 1))
+    torch.testing.assert_close(
+        window_partition(window_reverse(other, (wh, ww), (H, W)), (wh, ww)), other, rtol=0, atol=0
+    )
+
+
+@FAST
+@given(
+    st.tuples(st.integers(1, 2), st.integers(1, 20), st.integers(1, 20), st.integers(1, 3)),
+    st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    st.integers(0, 2**16),
+)
+def test_pad_bottom_right_pads_with_zeros_to_the_next_multiple(shape, multiple, seed):
+    B, H, W, C = shape
+    x = torch.randn(B, H, W, C, generator=torch.Generator().manual_seed(seed))
+    out = pad_bottom_right(x, multiple)
+
+    Hp = ceil_div(H, multiple[0]) * multiple[0]
+    Wp = ceil_div(W, multiple[1]) * multiple[1]
+    assert out.shape == (B, Hp, Wp, C)
+    assert Hp - H < multiple[0] and Wp - W < multiple[1]
+    torch.testing.assert_close(out[:, :H, :W], x, rtol=0, atol=0)
+    assert torch.count_nonzero(out[:, H:]) == 0
+    assert torch.count_nonzero(out[:, :, W:]) == 0
+
+
+# ---------------------------------------------------------------------------------- shift mask
+def region(index: int, length: int, window: int, shift: int) -> int:
+    """Region of a row/column of the rolled padded grid (0, 1 or 2)."""
+    if index < length - window:
+        return 0
+    if index < length - shift:
+        return 1
+    return 2
+
+
+@FAST
+@given(
+    st.integers(2, 8).flatmap(
+        lambda ws: st.tuples(st.just(ws), st.integers(1, ws - 1), st.integers(1, 4), st.integers(1, 4))
+    ),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_shifted_window_mask_separates_exactly_the_pre_shift_regions(case, dtype):
+    ws, shift, rows, cols = case
+    Hp, Wp = ws * rows, ws * cols
+    mask = shifted_window_mask((Hp, Wp), ws, shift, device=None, dtype=dtype)
+
+    nW, N = rows * cols, ws * ws
+    assert mask.shape == (nW, N, N)
+    assert mask.dtype == dtype
+    assert set(mask.unique().tolist()) <= {0.0, -100.0}
+    torch.testing.assert_close(mask, mask.transpose(1, 2), rtol=0, atol=0)
+    assert torch.count_nonzero(torch.diagonal(mask, dim1=1, dim2=2)) == 0
+
+    # Label every padded-grid token with its region pair, then cut the labels into windows by hand.
+    labels = [[(region(r, Hp, ws, shift), region(c, Wp, ws, shift)) for c in range(Wp)] for r in range(Hp)]
+    expected = np.zeros((nW, N, N))
+    for wr in range(rows):
+        for wc in range(cols):
+            tokens = [labels[wr * ws + i][wc * ws + j] for i in range(ws) for j in range(ws)]
+            for p in range(N):
+                for q in range(N):
+                    expected[wr * cols + wc, p, q] = 0.0 if tokens[p] == tokens[q] else -100.0
+    np.testing.assert_array_equal(mask.double().numpy(), expected)
+
+
+# ------------------------------------------------------------------------ relative position tables
+def log_spaced(offset: np.ndarray, window: int, pretrained_window: int) -> np.ndarray:
+    """sign(v) * log2(|v| + 1) / 3 with v = offset / (norm - 1) * 8, norm the pretrained or own window."""
+    norm = pretrained_window if pretrained_window > 0 else window
+    if norm == 1:  # only a 1x1 window: the single offset is 0, and 0/0 has no better value than 0
+        return np.zeros_like(offset, dtype=np.float64)
+    v = offset / (norm - 1) * 8.0
+    return np.sign(v) * np.log2(np.abs(v) + 1.0) / 3.0
+
+
+@FAST
+@given(st.integers(1, 12), st.sampled_from([0, *range(2, 17)]))
+def test_relative_tables_follow_the_log_spaced_formula(ws, pretrained):
+    table = relative_coords_table(ws, pretrained)
+    index = relative_position_index(ws)
+    side, N = 2 * ws - 1, ws * ws
+
+    assert table.shape == (side, side, 2)
+    assert table.dtype == torch.float32
+    assert index.shape == (N, N)
+    assert index.dtype == torch.int64
+    assert int(index.min()) >= 0 and int(index.max()) < side * side
+    centre = (ws - 1) * side + (ws - 1)
+    assert torch.equal(torch.diagonal(index), torch.full((N,), centre))
+
+    # Odd symmetry: the offset at [-1-a, -1-b] is minus the one at [a, b].
+    torch.testing.assert_close(torch.flip(table, dims=(0, 1)), -table, rtol=0, atol=0)
+    if pretrained == 0 and ws > 1:
+        assert float(table.abs().max()) <= math.log2(9) / 3 + 1e-6
+
+    offsets = np.arange(-(ws - 1), ws, dtype=np.float64)
+    expected = np.stack(np.meshgrid(offsets, offsets, indexing="ij"), axis=-1)  # (side, side, 2): (dy, dx)
+    expected = log_spaced(expected, ws, pretrained)
+    np.testing.assert_allclose(table.numpy(), expected, rtol=0, atol=1e-6)
+
+    # The index picks, for query i and key j, the table entry of offset coords(i) - coords(j).
+    rows, cols = np.divmod(np.arange(N), ws)
+    dy = rows[:, None] - rows[None, :]  # (N, N)
+    dx = cols[:, None] - cols[None, :]  # (N, N)
+    np.testing.assert_array_equal(index.numpy(), (dy + ws - 1) * side + (dx + ws - 1))
+    picked = table.reshape(-1, 2).numpy()[index.numpy()]  # (N, N, 2)
+    np.testing.assert_allclose(picked, log_spaced(np.stack([dy, dx], axis=-1), ws, pretrained), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- models
+@cache
+def models() -> dict[str, torch.nn.Module]:
+    """The tiny models, perturbed (so no output is trivially zero), in eval mode; built once."""
+    torch.manual_seed(0)
+    built = {
+        "model": Swinv2Model(tiny_config()),
+        "classifier": Swinv2ForImageClassification(tiny_config()),
+        "backbone": Swinv2Backbone(tiny_config(out_features=["stem", "stage1", "stage2"])),
+        # two stages downsample by 4 * 2 = 8, so the decoder upsamples by 8 to cover the input
+        "mim": Swinv2ForMaskedImageModeling(tiny_config(encoder_stride=8)),
+    }
+    for seed, module in enumerate(built.values()):
+        perturb_(module, seed=seed).float().eval()
+    return built
+
+
+def grids(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Patch grid of an image and the grid after one patch merging (ceil halving)."""
+    g0 = (ceil_div(height, PATCH), ceil_div(width, PATCH))
+    return g0, (ceil_div(g0[0], 2), ceil_div(g0[1], 2))
+
+
+def assert_finite(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        assert torch.isfinite(t).all()
+
+
+def assert_reshaped(flat: torch.Tensor, reshaped: torch.Tensor, grid: tuple[int, int], channels: int) -> None:
+    B = flat.shape[0]
+    assert flat.shape == (B, grid[0] * grid[1], channels)
+    assert reshaped.shape == (B, channels, grid[0], grid[1])
+    torch.testing.assert_close(reshaped, flat.view(B, grid[0], grid[1], channels).permute(0, 3, 1, 2), rtol=0, atol=0)
+
+
+sizes = st.integers(1, 90)  # covers non-multiples of the patch (4), of the window span (16) and of 32
+
+
+@MODEL
+@given(st.tuples(st.integers(1, 2), sizes, sizes), st.integers(0, 2**16))
+def test_any_input_size_gives_ceil_grids_and_finite_outputs(shape, seed):
+    B, H, W = shape
+    m = models()
+    x = image_batch(B, H, W, seed=seed)
+    g0, g1 = grids(H, W)
+    with torch.no_grad():
+        base = m["model"](x, output_hidden_states=True)
+        cls = m["classifier"](x)
+        bb = m["backbone"](x, output_hidden_states=True)
+        mask = torch.rand(B, g0[0] * g0[1], generator=torch.Generator().manual_seed(seed)) < 0.5
+        mim = m["mim"](x, bool_masked_pos=mask, output_hidden_states=True)
+
+    assert base.last_hidden_state.shape == (B, g1[0] * g1[1], HIDDEN)
+    assert base.pooler_output.shape == (B, HIDDEN)
+    expected = [(g0, EMBED), (g1, HIDDEN), (g1, HIDDEN)]  # embedding, after stage 1 (merged), after stage 2
+    assert len(base.hidden_states) == len(base.reshaped_hidden_states) == len(expected)
+    for flat, reshaped, (grid, channels) in zip(base.hidden_states, base.reshaped_hidden_states, expected, strict=True):
+        assert_reshaped(flat, reshaped, grid, channels)
+    assert_finite(base.last_hidden_state, base.pooler_output, *base.hidden_states)
+
+    assert cls.logits.shape == (B, 2)
+    assert_finite(cls.logits)
+
+    backbone = m["backbone"]
+    levels = [(g0, EMBED), (g0, EMBED), (g1, HIDDEN)]  # stem, stage1 and stage2 before merging
+    assert len(bb.feature_maps) == len(backbone.channels) == 3
+    for fmap, channels, flat, (grid, width) in zip(
+        bb.feature_maps, backbone.channels, bb.hidden_states, levels, strict=True
+    ):
+        assert channels == width
+        assert_reshaped(flat, fmap, grid, channels)
+    assert_finite(*bb.feature_maps)
+
+    assert mim.reconstruction.shape == (B, 3, H, W)
+    assert mim.loss is not None and mim.loss.ndim == 0
+    assert_finite(mim.reconstruction, mim.loss)
+    assert mim.reshaped_hidden_states[0].shape[2:] == g0
+    assert mim.reshaped_hidden_states[-1].shape[2:] == g1
+
+
+@MODEL
+@given(st.tuples(sizes, sizes), st.integers(0, 2**16))
+def test_batch_rows_equal_single_image_runs(size, seed):
+    H, W = size
+    m = models()
+    x = image_batch(3, H, W, seed=seed)
+
+    def outputs(pixels: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [
+                m["model"](pixels).last_hidden_state,
+                m["classifier"](pixels).logits,
+                *m["backbone"](pixels).feature_maps,
+                m["mim"](pixels).reconstruction,
+            ]
+
+    batched = outputs(x)
+    for i in range(3):
+        single = outputs(x[i : i + 1])
+        for together, alone in zip(batched, single, strict=True):
+            torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (90, 3), (33, 65)])
+def test_perturbed_models_depend_on_the_input(size):
+    """Guard for the properties above: perturbed weights give outputs that depend on the input."""
+    H, W = size
+    m = models()
+    with torch.no_grad():
+        a = m["classifier"](image_batch(1, H, W, seed=1)).logits
+        b = m["classifier"](image_batch(1, H, W, seed=2)).logits
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(16, 17), (1, 90), (32, 33)])
+def test_single_image_one_window_row_high_runs(size):
+    """Regression: one image whose padded stage grid is one window high and several wide used to crash
+    (`window_partition` then returns a non-contiguous view, and the block called `.view` on it)."""
+    H, W = size
+    with torch.no_grad():
+        out = models()["model"](image_batch(1, H, W)).last_hidden_state
+    g1 = grids(H, W)[1]
+    assert out.shape == (1, g1[0] * g1[1], HIDDEN)
