@@ -8,6 +8,7 @@ Example:
 
 from swinv2.checkpoints import CheckpointError, LoadReport
 from swinv2.config import Swinv2Config
+from swinv2.formats import detect_layout, load_checkpoint, save_timm
 from swinv2.models import (
     BackboneOutput,
     Swinv2Backbone,
@@ -19,6 +20,8 @@ from swinv2.models import (
     Swinv2ModelOutput,
     Swinv2PreTrainedModel,
 )
+from swinv2.rewindow import rewindow
+from swinv2.zoo import Variant, get_variant, list_variants
 
 __version__ = "0.1.0"
 
@@ -35,5 +38,12 @@ __all__ = [
     "Swinv2Model",
     "Swinv2ModelOutput",
     "Swinv2PreTrainedModel",
+    "Variant",
     "__version__",
+    "detect_layout",
+    "get_variant",
+    "list_variants",
+    "load_checkpoint",
+    "rewindow",
+    "save_timm",
 ]

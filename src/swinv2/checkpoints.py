@@ -27,10 +27,16 @@ SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+_WRAPPER_KEYS = ("model", "state_dict", "model_ema")
 
 
 class CheckpointError(RuntimeError):
-    """A weight file could not be read, or its tensors do not fit the model."""
+    """A weight file could not be read, or its tensors do not fit the model (then `report` says how)."""
+
+    def __init__(self, message: str, report: LoadReport | None = None, subject: str = "") -> None:
+        super().__init__(message)
+        self.report = report
+        self.subject = subject
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -53,8 +59,16 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as err:  # torch.load raises many types on foreign bytes; all mean the same here
         raise CheckpointError(f"cannot read '{path}': not a PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    if isinstance(data, Mapping):
+        # training checkpoints (the Microsoft release among them) keep the weights under one key
+        for wrapper in _WRAPPER_KEYS:
+            if isinstance(data.get(wrapper), Mapping):
+                data = data[wrapper]
+                break
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"cannot read '{path}': expected a flat mapping of names to tensors")
+        raise CheckpointError(
+            f"cannot read '{path}': expected a mapping of names to tensors (or one under {list(_WRAPPER_KEYS)})"
+        )
     return dict(data)
 
 
@@ -123,17 +137,28 @@ class LoadReport:
         """True when nothing is missing, unexpected or mismatched."""
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def describe(self, source: str) -> str:
-        """One message listing every problem."""
+    def describe(self, subject: str, limit: int | None = None) -> str:
+        """One message listing every problem (at most `limit` keys of each kind, if given).
+
+        Args:
+            subject: What was loaded, as it should read in the message ("checkpoint 'x.pth'").
+            limit: Show at most this many keys of each kind, then a count.
+        """
+
+        def listing(items: list[str]) -> str:
+            shown = items if limit is None else items[:limit]
+            more = len(items) - len(shown)
+            return ", ".join(shown) + (f" and {more} more" if more else "")
+
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} missing: {', '.join(self.missing)}")
+            parts.append(f"{len(self.missing)} missing: {listing(self.missing)}")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected: {', '.join(self.unexpected)}")
+            parts.append(f"{len(self.unexpected)} unexpected: {listing(self.unexpected)}")
         if self.mismatched:
-            shapes = ", ".join(f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in self.mismatched)
-            parts.append(f"{len(self.mismatched)} with the wrong shape: {shapes}")
-        return f"checkpoint '{source}' does not fit the model: " + "; ".join(parts)
+            shapes = [f"{k} (checkpoint {list(a)}, model {list(b)})" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} with the wrong shape: {listing(shapes)}")
+        return f"{subject} does not fit the model: " + "; ".join(parts)
 
 
 def load_into_model(
@@ -145,6 +170,7 @@ def load_into_model(
     ignore_mismatched_sizes: bool = False,
     report: LoadReport | None = None,
     display_names: Callable[[str], str] | None = None,
+    context: str = "",
 ) -> LoadReport:
     """Copy `state` (our parameter names) into `model`, checking every key first.
 
@@ -152,6 +178,7 @@ def load_into_model(
         model: The target module.
         state: Tensors keyed by the model's own state_dict names.
         source: Where the tensors came from, for messages.
+        context: A note to add after the source in messages (the layout and variant, say).
         strict: Raise one `CheckpointError` listing all missing, unexpected and mismatched keys.
         ignore_mismatched_sizes: Leave wrong-shaped tensors at their fresh initialisation instead
             (for a new classification head, say); they are listed as `reinitialized`.
@@ -162,6 +189,7 @@ def load_into_model(
         The `LoadReport`; with `strict=False` the caller inspects it.
     """
     report = report or LoadReport()
+    subject = f"checkpoint '{source}'" + (f" ({context})" if context else "")
     name = display_names or (lambda key: key)
     expected = model.state_dict()
     loadable: dict[str, torch.Tensor] = {}
@@ -175,9 +203,10 @@ def load_into_model(
             loadable[key] = tensor
     report.missing.extend(name(k) for k in expected if k not in state)
     if strict and not report.ok:
-        raise CheckpointError(report.describe(source) + "; pass strict=False to load the rest and get this list")
+        message = report.describe(subject) + "; pass strict=False to load the rest and get this list"
+        raise CheckpointError(message, report, subject)
     if not report.ok:
-        logger.warning(report.describe(source))
+        logger.warning(report.describe(subject))
     if report.reinitialized:
         logger.warning(
             "re-initialised %d tensors of mismatched shape: %s", len(report.reinitialized), report.reinitialized

@@ -150,10 +150,16 @@ def test_pickle_needing_code_is_refused(tmp_path, kind):
 def test_pickle_with_non_tensor_values(tmp_path, payload):
     path = tmp_path / "weights.pt"
     torch.save(payload, path)
-    with pytest.raises(
-        CheckpointError, match=re.escape(f"cannot read '{path}': expected a flat mapping of names to tensors")
-    ):
+    expected = f"cannot read '{path}': expected a mapping of names to tensors"
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
         read_state_dict(path)
+
+
+@pytest.mark.parametrize("wrapper", ["model", "state_dict", "model_ema"])
+def test_training_checkpoint_wrappers_are_unwrapped(tmp_path, wrapper):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({wrapper: _tensors(), "epoch": 7, "max_accuracy": 81.5}, path)
+    _assert_same_tensors(read_state_dict(path), _tensors())
 
 
 @pytest.mark.parametrize("name", ["weights.txt", "weights.npz", "weights"])

@@ -1,0 +1,144 @@
+"""Named variants: the config and preprocessing of every public Swin V2 checkpoint.
+
+Names are the Microsoft/Hugging Face ones without the `microsoft/` owner
+(`swinv2-tiny-patch4-window8-256`); timm's names (`swinv2_tiny_window8_256`, with or without a
+`.ms_in1k`-style tag) and the Hub ids resolve to the same variants. Top-1 figures are the ImageNet-1K
+accuracies reported with the official release (None for the ImageNet-22K pre-training checkpoints).
+No weights ship with the library: a variant builds a randomly initialised model, or names the shape
+of a checkpoint file being converted.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from swinv2.config import Swinv2Config
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_1K_CLASSES = 1000
+IMAGENET_22K_CLASSES = 21841
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the checkpoint expects its input: bicubic resize to `size` (no crop), /255, normalise."""
+
+    size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resample: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One public checkpoint: its name, config fields, preprocessing and reported accuracy."""
+
+    name: str
+    timm_name: str
+    config_fields: dict[str, Any] = field(hash=False)
+    preprocessing: Preprocessing
+    imagenet_top1: float | None
+
+    @property
+    def hub_id(self) -> str:
+        """The Hugging Face Hub id of the released weights."""
+        return f"microsoft/{self.name}"
+
+    def config(self, **overrides: Any) -> Swinv2Config:
+        """A fresh `Swinv2Config` for this variant; `overrides` change fields (e.g. `num_labels`)."""
+        fields = dict(self.config_fields)
+        if "num_labels" in overrides or "id2label" in overrides:
+            fields.pop("num_labels", None)
+        fields.update(overrides)
+        return Swinv2Config(**fields)
+
+
+_SHAPES = {
+    "tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "large": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+_FINE_TUNED_FROM_192 = (12, 12, 12, 6)  # the 192 px / window 12 pre-training windows (stage 4 clamps to 6)
+
+
+def _variant(
+    shape: str,
+    window: int,
+    size: int,
+    top1: float | None,
+    *,
+    from_window: int | None = None,
+    from_size: int | None = None,
+) -> Variant:
+    if from_window is None:
+        name = f"swinv2-{shape}-patch4-window{window}-{size}"
+        timm_name = f"swinv2_{shape}_window{window}_{size}"
+    else:
+        name = f"swinv2-{shape}-patch4-window{from_window}to{window}-{from_size}to{size}"
+        timm_name = f"swinv2_{shape}_window{from_window}to{window}_{from_size}to{size}"
+    pretraining_22k = top1 is None
+    if pretraining_22k:
+        name += "-22k"
+    elif from_window is not None:
+        name += "-22kto1k-ft"
+    fields: dict[str, Any] = dict(
+        _SHAPES[shape],
+        image_size=size,
+        patch_size=4,
+        window_size=window,
+        drop_path_rate=0.0,
+        num_labels=IMAGENET_22K_CLASSES if pretraining_22k else IMAGENET_1K_CLASSES,
+    )
+    if from_window is not None:
+        fields["pretrained_window_sizes"] = _FINE_TUNED_FROM_192
+    return Variant(name, timm_name, fields, Preprocessing(size), top1)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        _variant("tiny", 8, 256, 81.8),
+        _variant("tiny", 16, 256, 82.8),
+        _variant("small", 8, 256, 83.7),
+        _variant("small", 16, 256, 84.1),
+        _variant("base", 8, 256, 84.2),
+        _variant("base", 16, 256, 84.6),
+        _variant("base", 12, 192, None),
+        _variant("base", 16, 256, 86.2, from_window=12, from_size=192),
+        _variant("base", 24, 384, 87.1, from_window=12, from_size=192),
+        _variant("large", 12, 192, None),
+        _variant("large", 16, 256, 86.9, from_window=12, from_size=192),
+        _variant("large", 24, 384, 87.6, from_window=12, from_size=192),
+    )
+}
+
+_ALIASES: dict[str, str] = {}
+for _v in VARIANTS.values():
+    _ALIASES[_v.name] = _v.name
+    _ALIASES[_v.hub_id] = _v.name
+    _ALIASES[_v.timm_name] = _v.name
+
+
+def list_variants() -> list[str]:
+    """Names of every known variant, in release order."""
+    return list(VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called `name` (ours, the Hub id or timm's, with an optional `.tag`).
+
+    Raises:
+        KeyError: unknown name; the message lists the closest known names.
+    """
+    key = name.strip()
+    if key not in _ALIASES and "." in key.rsplit("/", 1)[-1]:
+        key = key.rsplit(".", 1)[0]  # timm's pretrained tags: swinv2_tiny_window8_256.ms_in1k
+    if key in _ALIASES:
+        return VARIANTS[_ALIASES[key]]
+    close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise KeyError(f"unknown Swin V2 variant {name!r}{hint} (swinv2.list_variants() lists all {len(VARIANTS)})")
