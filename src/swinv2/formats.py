@@ -111,9 +111,10 @@ def to_microsoft(model: Swinv2ForImageClassification) -> dict[str, torch.Tensor]
     return out
 
 
-def _resolve_config(
-    variant: str | None, config: Swinv2Config | str | os.PathLike[str] | None, source: str
-) -> Swinv2Config:
+ConfigSource = Swinv2Config | str | os.PathLike[str] | None
+
+
+def _resolve_config(variant: str | None, config: ConfigSource, source: str) -> Swinv2Config:
     if variant is not None and config is not None:
         raise ValueError("give a variant or a config, not both")
     if variant is not None:
