@@ -29,8 +29,11 @@ class CommandError(Exception):
 
 
 def _outputs(model: Swinv2PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The model's main output, flattened: logits, reconstruction, last_hidden_state or all feature maps."""
     with torch.no_grad():
-        return model(pixel_values)[0]  # logits, reconstruction, last_hidden_state or feature maps
+        first = model(pixel_values)[0]
+    maps = first if isinstance(first, tuple) else (first,)
+    return torch.cat([m.flatten() for m in maps])
 
 
 def _reload(path: Path, target: str, source_model: Swinv2PreTrainedModel) -> Swinv2PreTrainedModel:
@@ -48,10 +51,10 @@ def _place(staged: Path, destination: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
-    old = destination.with_name(f".{destination.name}.old")
-    destination.rename(old)
+    retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=destination.parent)) / destination.name
+    destination.rename(retired)
     staged.rename(destination)
-    shutil.rmtree(old) if old.is_dir() else old.unlink()
+    shutil.rmtree(retired.parent)
 
 
 def convert(args: argparse.Namespace) -> str:
@@ -59,6 +62,8 @@ def convert(args: argparse.Namespace) -> str:
     source, destination = Path(args.src), Path(args.dst)
     if not source.exists():
         raise CommandError(f"no such file or directory: '{source}'")
+    if destination.exists() and not args.overwrite:
+        raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
     config = Swinv2Config.from_json_file(args.config) if args.config else None
     model = load_checkpoint(source, variant=args.variant, config=config)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = str(err) if err.report is None else err.report.describe(err.subject, limit=3)
         print(f"swinv2 {args.command}: error: {text}", file=sys.stderr)
         return 1
-    except (CommandError, FileNotFoundError, ValueError) as err:
+    except (CommandError, OSError, ValueError) as err:
         print(f"swinv2 {args.command}: error: {err}", file=sys.stderr)
         return 1
     if message:

@@ -39,6 +39,8 @@ ACTIVATIONS = (
     "linear",
 )
 
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 # Keys transformers derives from the fields; written for compatibility, recomputed on load.
@@ -85,6 +87,10 @@ class Swinv2Config:
         id2label / label2id: Class names.
         num_labels: Number of classes; builds `LABEL_i` names when `id2label` is not given.
         problem_type: Classification loss: regression, single- or multi-label (None: inferred).
+        attn_implementation: "eager" (explicit scores: the reference, equal to transformers and timm
+            at 1e-5 in fp32), "sdpa" (fused `scaled_dot_product_attention`: faster, less memory, but
+            its own summation order) or "auto" (the default: eager in fp32/fp64, sdpa in bf16/fp16).
+            A runtime choice, as in transformers; not written to config.json.
         extra: Keys of a loaded config.json this library does not use, written back unchanged.
 
     Example:
@@ -117,6 +123,7 @@ class Swinv2Config:
     label2id: dict[str, int] | None = None
     problem_type: str | None = None
     num_labels: int | None = None
+    attn_implementation: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -231,6 +238,10 @@ class Swinv2Config:
             errors.append(f"layer_norm_eps must be positive; got {self.layer_norm_eps!r}")
         if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range >= 0):
             errors.append(f"initializer_range must be non-negative; got {self.initializer_range!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            errors.append(
+                f"attn_implementation {self.attn_implementation!r} is not one of {list(ATTN_IMPLEMENTATIONS)}"
+            )
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             errors.append(f"problem_type {self.problem_type!r} is not one of {list(PROBLEM_TYPES)}")
         if errors:
@@ -276,6 +287,7 @@ class Swinv2Config:
             for key in ("out_features", "out_indices"):
                 if key not in changes:
                     data.pop(key, None)
+        data.setdefault("attn_implementation", self.attn_implementation)
         data.update(changes)
         return Swinv2Config.from_dict(data)
 
@@ -306,6 +318,7 @@ class Swinv2Config:
                 value = list(value)
             out[f.name] = value
         out.pop("num_labels")  # transformers derives it from id2label
+        out.pop("attn_implementation")  # a runtime choice, as in transformers
         out["id2label"] = {str(k): v for k, v in (self.id2label or {}).items()}
         out["hidden_size"] = self.hidden_size
         out["num_layers"] = self.num_layers

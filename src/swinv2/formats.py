@@ -156,6 +156,8 @@ def load_checkpoint(
     """
     path = Path(source)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
+        if variant is not None or (config is not None and not isinstance(config, Swinv2Config)):
+            raise ValueError(f"'{path}' carries its own config.json; drop the variant / config file")
         saved = config if isinstance(config, Swinv2Config) else Swinv2Config.from_pretrained(path)
         names = saved.extra.get("architectures") or ["Swinv2ForImageClassification"]
         cls = _HF_CLASSES.get(names[0])
@@ -181,7 +183,7 @@ def load_checkpoint(
     else:
         ours = from_timm(state) if layout == TIMM else _from_microsoft(state)
         model = Swinv2ForImageClassification(_match_head(base, ours))
-    context = f"{layout} layout, read as {variant or 'the given config'}"
+    context = f"{layout} layout, read as {get_variant(variant).name if variant else 'the given config'}"
     load_into_model(model, ours, source=str(path), context=context)
     return model.eval()
 
@@ -189,7 +191,10 @@ def load_checkpoint(
 def save_timm(model: Swinv2ForImageClassification, path: str | os.PathLike[str]) -> None:
     """Write a classification model as a timm state dict (`.safetensors`, or `.pth`/`.bin` via torch.save)."""
     if not isinstance(model, Swinv2ForImageClassification):
-        raise ValueError(f"timm has no equivalent of {type(model).__name__}; only classification models convert")
+        raise ValueError(
+            f"cannot write '{path}': timm has no equivalent of {type(model).__name__}; "
+            "only classification models convert to timm"
+        )
     state = to_timm(model.state_dict())
     path = Path(path)
     if path.suffix == ".safetensors":

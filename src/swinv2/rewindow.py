@@ -36,7 +36,7 @@ def rewindow(model: ModelT, *, image_size: int | tuple[int, int], window_size: i
         source.pretrained_window_sizes[i] or stage_geometry(source, i)[0] for i in range(source.num_layers)
     )
     config = source.replace(image_size=image_size, window_size=window_size, pretrained_window_sizes=trained_windows)
-    target = type(model)(config)
+    target = model.with_config(config)
     state = model.state_dict()
     table_key = model.encoder_prefix + "absolute_pos_embed"
     if table_key in state:

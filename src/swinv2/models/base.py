@@ -73,6 +73,31 @@ class Swinv2PreTrainedModel(nn.Module):
         """Floating dtype of the parameters."""
         return next(self.parameters()).dtype
 
+    def with_config(self: ModelT, config: Swinv2Config) -> ModelT:
+        """A freshly initialised model of this class, built the same way, for another config."""
+        return type(self)(config)
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Choose the attention implementation: "auto", "sdpa" (fused) or "eager" (explicit scores)."""
+        self.config.attn_implementation = name
+        self.config._validate()
+        for module in self.modules():
+            if hasattr(module, "implementation"):
+                module.implementation = name
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Store activations again (the default)."""
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, enabled: bool) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = enabled
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (optionally only those with requires_grad)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -21,10 +21,12 @@ Public inputs are NCHW (B, C, H, W); inside, tokens are channels-last: (B, L, C)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from swinv2.config import Swinv2Config, stage_geometry
 from swinv2.layers import (
@@ -79,6 +81,13 @@ class WindowAttention(nn.Module):
     """Scaled cosine attention inside windows, plus the continuous position bias.
 
     score(q, k) = cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(cpb_mlp(coords))[pair]
+
+    Two implementations compute the same thing: "eager" materialises the scores and probabilities
+    (the readable reference, and the one that can return them), "sdpa" normalises q and k, folds the
+    temperature into q and calls `scaled_dot_product_attention` with the bias (+ shift mask) as its
+    additive mask; "auto" picks eager for fp32/fp64 compute and sdpa for bf16/fp16. In inference
+    (eval mode, no gradient needed for the parameters) the input-independent terms (bias + mask,
+    temperature, fused qkv bias) are cached; see `attention_terms`.
     """
 
     def __init__(
@@ -89,11 +98,13 @@ class WindowAttention(nn.Module):
         pretrained_window: int,
         qkv_bias: bool,
         attn_dropout: float,
+        implementation: str = "auto",
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.window = window
         self.pretrained_window = pretrained_window
+        self.implementation = implementation
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
@@ -104,6 +115,8 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(attn_dropout)
         self.register_buffer("relative_coords_table", torch.empty(0), persistent=False)
         self.register_buffer("relative_position_index", torch.empty(0, dtype=torch.long), persistent=False)
+        self._cache: dict[tuple[object, ...], AttentionTerms] = {}
+        self._cache_owner: tuple[object, ...] = ()
         self.rebuild_tables()
 
     def rebuild_tables(self) -> None:
@@ -111,6 +124,7 @@ class WindowAttention(nn.Module):
         weight = self.cpb_mlp[0].weight
         self.relative_coords_table = relative_coords_table(self.window, self.pretrained_window).to(weight)
         self.relative_position_index = relative_position_index(self.window).to(weight.device)
+        self._cache.clear()
 
     def position_bias(self) -> torch.Tensor:
         """The continuous position bias, (nH, N, N), values in (0, 16)."""
@@ -125,35 +139,99 @@ class WindowAttention(nn.Module):
             return None
         return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))  # (3C,)
 
+    def _uses_eager(self, compute_dtype: torch.dtype) -> bool:
+        if self.implementation == "auto":
+            return compute_dtype in (torch.float32, torch.float64)  # exact where exactness is measurable
+        return self.implementation == "eager"
+
+    def _input_independent_parameters(self) -> list[torch.Tensor]:
+        return [p for p in (self.logit_scale, self.q_bias, self.v_bias, *self.cpb_mlp.parameters()) if p is not None]
+
+    def _compute_terms(self, mask: torch.Tensor | None, dtype: torch.dtype) -> AttentionTerms:
+        with torch.autocast(self.logit_scale.device.type, enabled=False):
+            bias = self.position_bias().unsqueeze(0)  # (1, nH, N, N), in the parameters' dtype
+            if mask is not None:
+                bias = bias + mask.to(bias.dtype).unsqueeze(1)  # (nW, nH, N, N)
+            scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (nH, 1, 1)
+        return AttentionTerms(bias.to(dtype), scale, self.qkv_bias())
+
+    def attention_terms(self, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype) -> AttentionTerms:
+        """Bias (+ mask) in `dtype`, temperature and qkv bias; cached when nothing needs their gradient.
+
+        The cache is keyed by the mask's key and `dtype`, and is dropped whenever any parameter it
+        depends on is replaced (`.to()`, `load_state_dict` into new storage) or modified in place
+        (an optimizer step, `copy_`, `load_state_dict`), as seen by its storage and version counter.
+        It is bypassed in training mode, when gradients flow to the parameters, and under
+        `torch.compile` (which traces the plain computation).
+        """
+        params = self._input_independent_parameters()
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if self.training or needs_grad or torch.compiler.is_compiling():
+            return self._compute_terms(mask, dtype)
+        owner = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if owner != self._cache_owner:
+            self._cache.clear()
+            self._cache_owner = owner
+        key = (mask_key, dtype)
+        if key not in self._cache:
+            self._cache[key] = self._compute_terms(mask, dtype)
+        return self._cache[key]
+
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_weights: bool = False,
+        mask_key: object = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend within each window.
 
         Args:
             x: (B*nW, N, C) window tokens.
             mask: (nW, N, N) additive shift mask, or None.
-            need_weights: also return the attention probabilities.
+            need_weights: also return the attention probabilities (uses the eager path).
+            mask_key: a hashable that identifies `mask` (grid, device, dtype) for the cache.
 
         Returns:
             (B*nW, N, C) and, if asked, (B*nW, nH, N, N) probabilities.
         """
         B_, N, C = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv_bias())  # (B*nW, N, 3C)
-        qkv = qkv.reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B*nW, nH, N, Dh)
-        q, k, v = qkv.unbind(0)  # each (B*nW, nH, N, Dh)
-        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B*nW, nH, N, N)
-        scores = scores * torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        scores = scores + self.position_bias().unsqueeze(0)
-        if mask is not None:
-            nW = mask.shape[0]
-            scores = scores.view(-1, nW, self.num_heads, N, N) + mask[None, :, None]  # (B, nW, nH, N, N)
-            scores = scores.view(-1, self.num_heads, N, N)  # (B*nW, nH, N, N)
-        probs = scores.softmax(dim=-1)
-        out = self.attn_drop(probs) @ v  # (B*nW, nH, N, Dh)
+        device = x.device.type
+        compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        terms = self.attention_terms(mask, mask_key, compute_dtype)
+        qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
+        qkv = qkv.view(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B*nW, nH, N, Dh)
+        q, k, v = qkv.contiguous().unbind(0)  # each (B*nW, nH, N, Dh), batch-contiguous for the matmuls
+        nW = terms.bias.shape[0]
+        probs = None
+        if need_weights or self._uses_eager(compute_dtype):
+            scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B*nW, nH, N, N)
+            scores = scores * terms.scale.to(scores.dtype)
+            if nW == 1:
+                scores = scores + terms.bias
+            else:
+                scores = scores.view(-1, nW, self.num_heads, N, N) + terms.bias  # (B, nW, nH, N, N)
+                scores = scores.view(-1, self.num_heads, N, N)  # (B*nW, nH, N, N)
+            probs = scores.softmax(dim=-1)
+            out = self.attn_drop(probs) @ v  # (B*nW, nH, N, Dh)
+        else:
+            q = (F.normalize(q.float(), dim=-1) * terms.scale).to(v.dtype)  # temperature folded into q
+            k = F.normalize(k.float(), dim=-1).to(v.dtype)
+            bias = terms.bias if nW == 1 else terms.bias.repeat(B_ // nW, 1, 1, 1)  # (1 or B*nW, nH, N, N)
+            dropout = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
         out = out.transpose(1, 2).reshape(B_, N, C)  # (B*nW, N, C)
         out = self.proj_drop(self.proj(out))
         return out, (probs if need_weights else None)
+
+
+@dataclass(frozen=True)
+class AttentionTerms:
+    """The input-independent pieces of one attention call."""
+
+    bias: torch.Tensor  # (1 or nW, nH, N, N): 16*sigmoid(cpb) (+ shift mask), in the compute dtype
+    scale: torch.Tensor  # (nH, 1, 1): exp(min(logit_scale, log 100)), in the parameters' dtype
+    qkv_bias: torch.Tensor | None  # (3C,): q_bias, zeros, v_bias
 
 
 # --------------------------------------------------------------------------------------- block
@@ -174,7 +252,13 @@ class Swinv2Block(nn.Module):
         self.window = window
         self.shift = shift
         self.attn = WindowAttention(
-            dim, num_heads, window, pretrained_window, config.qkv_bias, config.attention_probs_dropout_prob
+            dim,
+            num_heads,
+            window,
+            pretrained_window,
+            config.qkv_bias,
+            config.attention_probs_dropout_prob,
+            config.attn_implementation,
         )
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path = DropPath(drop_path)
@@ -182,9 +266,17 @@ class Swinv2Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, grid: Grid, mask: torch.Tensor | None, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        grid: Grid,
+        mask: torch.Tensor | None,
+        need_weights: bool = False,
+        mask_key: object = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Args: x (B, L, C), grid (H, W), mask (nW, N, N) for shifted blocks. Returns (B, L, C), probs."""
+        """Args: x (B, L, C), grid (H, W), mask (nW, N, N) for shifted blocks and its cache key.
+
+        Returns (B, L, C) and, if asked, the attention probabilities.
+        """
         B, L, C = x.shape
         H, W = grid
         ws = (self.window, self.window)
@@ -193,7 +285,10 @@ class Swinv2Block(nn.Module):
         if self.shift:
             tokens = torch.roll(tokens, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = window_partition(tokens, ws).reshape(-1, self.window * self.window, C)  # (B*nW, N, C)
-        windows, probs = self.attn(windows, mask if self.shift else None, need_weights)
+        if self.shift:
+            windows, probs = self.attn(windows, mask, need_weights, mask_key)
+        else:
+            windows, probs = self.attn(windows, None, need_weights)
         tokens = window_reverse(windows.view(-1, self.window, self.window, C), ws, (Hp, Wp))  # (B, Hp, Wp, C)
         if self.shift:
             tokens = torch.roll(tokens, shifts=(self.shift, self.shift), dims=(1, 2))
@@ -246,6 +341,8 @@ class Swinv2Stage(nn.Module):
             for j in range(config.depths[index])
         )
         self.downsample = PatchMerging(dim) if index < config.num_layers - 1 else None
+        self.gradient_checkpointing = False
+        self._masks: dict[tuple[Grid, torch.device], torch.Tensor] = {}
 
     def forward(
         self, x: torch.Tensor, grid: Grid, need_weights: bool = False
@@ -257,13 +354,21 @@ class Swinv2Stage(nn.Module):
             and, if asked, the last block's attention probabilities (B*nW, nH, N, N), which is what
             transformers reports per stage.
         """
-        mask = None
+        mask, mask_key = None, None
         if self.shift and len(self.blocks) > 1:
             padded = (-(-grid[0] // self.window) * self.window, -(-grid[1] // self.window) * self.window)
-            mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=x.dtype)
+            mask_key = (padded, x.device)
+            mask = self._masks.get(mask_key) if not torch.compiler.is_compiling() else None
+            if mask is None:
+                mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=torch.float32)
+                if not torch.compiler.is_compiling():
+                    self._masks = {mask_key: mask}  # one grid at a time: inputs of one size are the usual case
         probs = None
         for block in self.blocks:
-            x, probs = block(x, grid, mask, need_weights)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, probs = checkpoint(block, x, grid, mask, need_weights, mask_key, use_reentrant=False)
+            else:
+                x, probs = block(x, grid, mask, need_weights, mask_key)
         if self.downsample is None:
             return x, x, grid, probs
         merged, merged_grid = self.downsample(x, grid)
@@ -384,6 +489,15 @@ class Swinv2Model(Swinv2PreTrainedModel):
         )
         self.norm = nn.LayerNorm(self.num_features, eps=config.layer_norm_eps) if use_final_norm else None
         self.init_weights()
+
+    def with_config(self, config: Swinv2Config) -> Swinv2Model:
+        """A freshly initialised `Swinv2Model` with this one's pooling, mask-token and final-norm options."""
+        return Swinv2Model(
+            config,
+            add_pooling_layer=self.add_pooling_layer,
+            use_mask_token=self.mask_token is not None,
+            use_final_norm=self.norm is not None,
+        )
 
     def init_weights(self) -> None:
         """Truncated-normal linear weights, identity norms, logit scale log(10), zero q/v biases."""
