@@ -93,6 +93,17 @@ def convert(args: argparse.Namespace) -> str:
     )
 
 
+def bench(args: argparse.Namespace) -> str:
+    """Run the CPU benchmark against the installed peers; print (and optionally save) the table."""
+    from swinv2.bench import run, to_markdown, write_report
+
+    report = run(args.variant, rounds=args.rounds, threads=args.threads)
+    if args.out:
+        json_path, md_path = write_report(report, args.out, "cpu")
+        return to_markdown(report) + f"\nwrote {json_path} and {md_path}"
+    return to_markdown(report)
+
+
 def _variant_name(name: str) -> str:
     try:
         return get_variant(name).name
@@ -125,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", choices=("hf", "timm"), default="hf", help="output format (default: hf)")
     conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     conv.set_defaults(run=convert)
+
+    speed = commands.add_parser(
+        "bench",
+        help="measure speed and memory against transformers and timm (CPU)",
+        description="Side-by-side CPU benchmark on the same weights: inference at batch 1 and 8 "
+        "(fp32, bf16 autocast) and a training step at batch 8, interleaved rounds.",
+    )
+    speed.add_argument("--variant", type=_variant_name, default="swinv2-tiny-patch4-window8-256", metavar="NAME")
+    speed.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
+    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--out", metavar="DIR", help="also write cpu.json and cpu.md into DIR")
+    speed.set_defaults(run=bench)
     return parser
 
 

@@ -1,0 +1,382 @@
+"""Side-by-side speed and memory: this library against transformers and timm, same weights, one run.
+
+Every implementation gets the same weights (ours converted to the peers' names) and the same input;
+rounds are interleaved, with the order rotated each round, so slow drifts of the machine hit all
+alike. Reported per case: median and min..max milliseconds, images/s, achieved GFLOP/s (FLOPs counted
+by `torch.utils.flop_counter` on the model, not assumed) next to a plain matmul's rate on the same
+machine (the ceiling), and peak memory of a training step. Peers that are not installed are skipped
+and named in the result.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from swinv2.convert import to_timm
+from swinv2.models import Swinv2ForImageClassification
+from swinv2.zoo import get_variant
+
+IMPLEMENTATIONS = ("swinv2", "transformers", "timm")
+
+
+@dataclass
+class Case:
+    """One measured setting."""
+
+    name: str
+    batch: int
+    precision: str  # "fp32" or "bf16" (autocast)
+    mode: str  # "inference" or "train"
+    compiled: bool = False
+
+
+@dataclass
+class Measurement:
+    """Timings of one implementation in one case."""
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    images_per_s: float
+    gflops_per_s: float
+    peak_memory_mb: float | None = None
+
+
+@dataclass
+class Report:
+    """A whole benchmark run."""
+
+    machine: dict[str, Any]
+    variant: str
+    image_size: int
+    gflops_per_image: float
+    matmul_gflops_per_s: float
+    rounds: int
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for name in ("transformers", "timm"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a plain square matmul on this machine: the ceiling the models are compared against."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
+    """FLOPs of one forward pass, counted op by op (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(pixel_values)
+    return counter.get_total_flops()
+
+
+def _rss_mb(field_name: str) -> float | None:
+    """A memory figure of this process from /proc (Linux), in MiB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_training_peak_mb(implementation: str, case: Case, variant: str) -> float | None:
+    """Peak resident memory of two training steps in a fresh process, in MiB above the built model.
+
+    A fresh process per implementation, because a process's peak never comes down: measured in one
+    process, whichever ran first would pay for the allocator's growth and the others would not.
+    """
+    code = (
+        "from swinv2.bench import training_peak_in_this_process as peak; "
+        f"print(peak({implementation!r}, {variant!r}, {case.batch}, {case.precision!r}, {torch.get_num_threads()}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=1800)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def training_peak_in_this_process(
+    implementation: str, variant: str, batch: int, precision: str, threads: int
+) -> float | None:
+    """Build only `implementation`, run two training steps, return VmHWM minus the RSS before them (MiB)."""
+    torch.set_num_threads(threads)
+    image_size = get_variant(variant).preprocessing.size
+    model = build_model(implementation, variant)  # alone: weights do not change memory, other models would
+    x = torch.randn(batch, 3, image_size, image_size)
+    step = _step_function(model, Case("peak", batch, precision, "train"), x, torch.randint(0, 1000, (batch,)))
+    base = _rss_mb("VmRSS")
+    step()
+    step()
+    peak = _rss_mb("VmHWM")
+    return None if base is None or peak is None else peak - base
+
+
+def build_model(
+    implementation: str, variant: str, weights_from: Swinv2ForImageClassification | None = None
+) -> torch.nn.Module:
+    """One implementation of `variant`, with `weights_from`'s weights when given (else its own init).
+
+    Raises:
+        ImportError: the peer library is not installed.
+    """
+    config = get_variant(variant).config(drop_path_rate=0.0)
+    if implementation == "swinv2":
+        model = Swinv2ForImageClassification(config)
+        if weights_from is not None:
+            model.load_state_dict(weights_from.state_dict())
+        return model
+    if implementation == "transformers":
+        import transformers
+
+        data = {k: v for k, v in config.to_dict().items() if k not in ("hidden_size", "num_layers", "stage_names")}
+        model = transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**data))
+        if weights_from is not None:
+            model.load_state_dict(weights_from.hf_state_dict())
+        return model
+    import timm
+
+    model = timm.create_model(get_variant(variant).timm_name, pretrained=False, drop_path_rate=0.0)
+    if weights_from is not None:
+        model.load_state_dict(to_timm(weights_from.state_dict()))
+    return model
+
+
+def build_models(variant: str, device: torch.device) -> tuple[dict[str, torch.nn.Module], list[str]]:
+    """Ours and each installed peer, all with the same (random) weights of `variant`."""
+    torch.manual_seed(0)
+    ours = build_model("swinv2", variant)
+    models: dict[str, torch.nn.Module] = {"swinv2": ours}
+    skipped = []
+    for name in IMPLEMENTATIONS[1:]:
+        try:
+            models[name] = build_model(name, variant, weights_from=ours)
+        except ImportError:
+            skipped.append(f"{name} (not installed)")
+    return {k: m.to(device) for k, m in models.items()}, skipped
+
+
+def _step_function(model: torch.nn.Module, case: Case, x: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if case.precision == "bf16" else nullcontext()
+    if case.mode == "inference":
+        model.eval()
+        forward = torch.compile(model) if case.compiled else model
+
+        def infer() -> None:
+            with torch.no_grad(), autocast:
+                forward(x)
+
+        return infer
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def train() -> None:
+        with autocast:
+            out = model(x)
+            logits = out if isinstance(out, torch.Tensor) else out.logits  # timm returns a tensor
+            loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train
+
+
+def measure(
+    models: dict[str, torch.nn.Module],
+    case: Case,
+    variant: str,
+    flops_per_image: float,
+    rounds: int,
+    device: torch.device,
+) -> dict[str, Measurement]:
+    """Interleaved rounds of every implementation in one case."""
+    image_size = get_variant(variant).preprocessing.size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(case.batch, 3, image_size, image_size, generator=generator).to(device)
+    labels = torch.randint(0, 1000, (case.batch,), generator=generator).to(device)
+    steps = {name: _step_function(model, case, x, labels) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peaks: dict[str, float | None] = {name: None for name in steps}
+    for name, step in steps.items():  # warm-up (and compilation), with the memory peak of two steps
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        step()
+        step()
+        _sync(device)
+        if device.type == "cuda":
+            peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        elif case.mode == "train":
+            peaks[name] = cpu_training_peak_mb(name, case, variant)
+    order = list(steps)
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            _sync(device)
+            start = time.perf_counter()
+            steps[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    flops = flops_per_image * case.batch * (3 if case.mode == "train" else 1)  # backward ~ 2x forward
+    out = {}
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        out[name] = Measurement(
+            median_ms=median * 1e3,
+            min_ms=min(samples) * 1e3,
+            max_ms=max(samples) * 1e3,
+            images_per_s=case.batch / median,
+            gflops_per_s=flops / median / 1e9,
+            peak_memory_mb=peaks[name] if case.mode == "train" else None,
+        )
+    return out
+
+
+def cpu_cases() -> list[Case]:
+    """The CPU benchmark: inference at batch 1 and 8 in fp32 and bf16 autocast, a training step at 8."""
+    return [
+        Case("inference b1 fp32", 1, "fp32", "inference"),
+        Case("inference b8 fp32", 8, "fp32", "inference"),
+        Case("inference b1 bf16", 1, "bf16", "inference"),
+        Case("inference b8 bf16", 8, "bf16", "inference"),
+        Case("train step b8 fp32", 8, "fp32", "train"),
+    ]
+
+
+def gpu_cases() -> list[Case]:
+    """The GPU benchmark: batch 256 bf16 inference eager and compiled, training step at 128."""
+    return [
+        Case("inference b256 bf16", 256, "bf16", "inference"),
+        Case("inference b256 bf16 compiled", 256, "bf16", "inference", compiled=True),
+        Case("train step b128 bf16", 128, "bf16", "train"),
+    ]
+
+
+def run(
+    variant: str = "swinv2-tiny-patch4-window8-256",
+    cases: list[Case] | None = None,
+    rounds: int = 5,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> Report:
+    """Benchmark `variant` for every case; returns the report (see `to_markdown`, `asdict`)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    models, skipped = build_models(variant, dev)
+    image_size = get_variant(variant).preprocessing.size
+    probe = torch.randn(1, 3, image_size, image_size, device=dev)
+    flops_per_image = count_flops(models["swinv2"].eval(), probe)
+    rate_dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    report = Report(
+        machine=machine_info(dev),
+        variant=variant,
+        image_size=image_size,
+        gflops_per_image=flops_per_image / 1e9,
+        matmul_gflops_per_s=matmul_rate(dev, rate_dtype),
+        rounds=rounds,
+        skipped=skipped,
+    )
+    for case in cases or (cpu_cases() if dev.type == "cpu" else gpu_cases()):
+        results = measure(models, case, variant, flops_per_image, rounds, dev)
+        report.cases.append({"case": asdict(case), "results": {k: asdict(v) for k, v in results.items()}})
+    return report
+
+
+def _timing_cell(result: dict[str, Any]) -> str:
+    return f"{result['median_ms']:.1f} ({result['min_ms']:.0f}..{result['max_ms']:.0f})"
+
+
+def to_markdown(report: Report) -> str:
+    """A table of the report: per case, each implementation's median (min..max) and our speed-up."""
+    names = [n for n in IMPLEMENTATIONS if any(n in c["results"] for c in report.cases)]
+    machine = report.machine
+    header = ["case", *(f"{n} ms" for n in names), "speed-up vs faster peer", "GFLOP/s (ours)"]
+    header.append("peak MB, training (" + " / ".join(names) + ")")
+    lines = [
+        f"**{report.variant}**, {report.image_size} px, {report.gflops_per_image:.2f} GFLOP per image (counted); "
+        f"{machine['device']} ({machine['processor']}), {machine['threads']} threads, torch {machine['torch']}, "
+        f"transformers {machine.get('transformers')}, timm {machine.get('timm')}; plain matmul "
+        f"{report.matmul_gflops_per_s:.0f} GFLOP/s; median of {report.rounds} interleaved rounds (min..max).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for entry in report.cases:
+        results = entry["results"]
+        ours = results["swinv2"]
+        peers = [results[n]["median_ms"] for n in names if n != "swinv2"]
+        peaks = [results[n]["peak_memory_mb"] for n in names]
+        row = [
+            entry["case"]["name"],
+            *(_timing_cell(results[n]) for n in names),
+            f"{min(peers) / ours['median_ms']:.2f}x" if peers else "n/a",
+            f"{ours['gflops_per_s']:.0f}",
+            " / ".join("-" if peak is None else f"{peak:.0f}" for peak in peaks),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    if report.skipped:
+        lines += ["", "Not measured: " + ", ".join(report.skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Report, directory: str | Path, stem: str) -> tuple[Path, Path]:
+    """Write `<stem>.json` and `<stem>.md` into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(to_markdown(report), encoding="utf-8")
+    return json_path, md_path
