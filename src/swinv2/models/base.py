@@ -78,12 +78,22 @@ class Swinv2PreTrainedModel(nn.Module):
         return type(self)(config)
 
     def set_attn_implementation(self, name: str) -> None:
-        """Choose the attention implementation: "auto", "sdpa" (fused) or "eager" (explicit scores)."""
-        self.config.attn_implementation = name
-        self.config._validate()
+        """Choose the attention implementation: "auto", "sdpa" (fused) or "eager" (explicit scores).
+
+        The model gets its own config copy, so other models built from the same config are unaffected.
+        """
+        config = self.config.replace(attn_implementation=name)  # validates the name
         for module in self.modules():
-            if hasattr(module, "implementation"):
+            if isinstance(module, Swinv2PreTrainedModel):
+                module.config = config
+            elif hasattr(module, "implementation"):
                 module.implementation = name
+
+    def clear_caches(self) -> None:
+        """Forget all cached inference terms (only needed after writing parameters through `.data`)."""
+        for module in self.modules():
+            if hasattr(module, "clear_cache"):
+                module.clear_cache()
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each block's activations in the backward pass instead of storing them (less memory)."""

@@ -50,6 +50,7 @@ from swinv2.models.outputs import (
 )
 
 Grid = tuple[int, int]
+_CACHED_SIZES = 4  # input sizes whose attention terms each attention keeps
 
 
 # ----------------------------------------------------------------------------------- attention
@@ -158,10 +159,11 @@ class WindowAttention(nn.Module):
     def attention_terms(self, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype) -> AttentionTerms:
         """Bias (+ mask) in `dtype`, temperature and qkv bias; cached when nothing needs their gradient.
 
-        The cache is keyed by the mask's key and `dtype`, and is dropped whenever any parameter it
-        depends on is replaced (`.to()`, `load_state_dict` into new storage) or modified in place
-        (an optimizer step, `copy_`, `load_state_dict`), as seen by its storage and version counter.
-        It is bypassed in training mode, when gradients flow to the parameters, and under
+        The cache is keyed by the mask's key and `dtype`, holds a few input sizes, and is dropped
+        whenever any parameter it depends on is replaced (`.to()`) or modified in place (an optimizer
+        step, `copy_`, `load_state_dict`), as seen by its storage and version counter. Writes through
+        `param.data` bypass version counting by design in PyTorch: call `clear_cache` after them. It
+        is bypassed in training mode, when gradients flow to the parameters, and under
         `torch.compile` (which traces the plain computation).
         """
         params = self._input_independent_parameters()
@@ -174,8 +176,16 @@ class WindowAttention(nn.Module):
             self._cache_owner = owner
         key = (mask_key, dtype)
         if key not in self._cache:
-            self._cache[key] = self._compute_terms(mask, dtype)
+            if len(self._cache) >= _CACHED_SIZES:
+                del self._cache[next(iter(self._cache))]  # the oldest input size goes first
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable outside inference mode
+                self._cache[key] = self._compute_terms(mask, dtype)
         return self._cache[key]
+
+    def clear_cache(self) -> None:
+        """Forget the cached terms (needed only after changing parameters through `.data`)."""
+        self._cache.clear()
+        self._cache_owner = ()
 
     def forward(
         self,
@@ -190,7 +200,7 @@ class WindowAttention(nn.Module):
             x: (B*nW, N, C) window tokens.
             mask: (nW, N, N) additive shift mask, or None.
             need_weights: also return the attention probabilities (uses the eager path).
-            mask_key: a hashable that identifies `mask` (grid, device, dtype) for the cache.
+            mask_key: a hashable that identifies `mask` (its padded grid and device) for the cache.
 
         Returns:
             (B*nW, N, C) and, if asked, (B*nW, nH, N, N) probabilities.
@@ -359,10 +369,12 @@ class Swinv2Stage(nn.Module):
             padded = (-(-grid[0] // self.window) * self.window, -(-grid[1] // self.window) * self.window)
             mask_key = (padded, x.device)
             mask = self._masks.get(mask_key) if not torch.compiler.is_compiling() else None
-            if mask is None:
+            if mask is None and torch.compiler.is_compiling():
                 mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=torch.float32)
-                if not torch.compiler.is_compiling():
-                    self._masks = {mask_key: mask}  # one grid at a time: inputs of one size are the usual case
+            elif mask is None:
+                with torch.inference_mode(False):  # a plain tensor, reusable outside inference mode
+                    mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=torch.float32)
+                self._masks = {mask_key: mask}  # one grid at a time: inputs of one size are the usual case
         probs = None
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
