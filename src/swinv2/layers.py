@@ -57,13 +57,20 @@ def pad_bottom_right(x: torch.Tensor, multiple: tuple[int, int]) -> torch.Tensor
     return x
 
 
+# Score offset of a masked pair. The official code uses -100 (transformers adds it twice, -200). Scores
+# reach at most 100 (cosine x temperature) + 16 (bias), so with -100 a masked probability is about
+# e^-100..e^-136: partly subnormal floats, which slow CPU matmuls several-fold. -1e4 underflows to an
+# exact zero in every float type (it is representable in fp16 and bf16), as transformers' -200 does.
+MASKED = -1e4
+
+
 def shifted_window_mask(
     grid: tuple[int, int], window: int, shift: int, *, device: torch.device | None, dtype: torch.dtype
 ) -> torch.Tensor:
     """Additive mask that keeps shifted-window attention inside each pre-shift region.
 
     After rolling a (padded) grid by `-shift`, a window at the bottom/right edge holds tokens from
-    up to 2x2 regions that were not neighbours; pairs from different regions get -100.
+    up to 2x2 regions that were not neighbours; pairs from different regions get `MASKED`.
 
     Args:
         grid: (Hp, Wp), the padded grid (multiples of `window`).
@@ -71,7 +78,7 @@ def shifted_window_mask(
         shift: Cyclic shift (> 0).
 
     Returns:
-        (nW, N, N) with N = window**2, zeros and -100.
+        (nW, N, N) with N = window**2, zeros and `MASKED`.
     """
 
     def region(length: int) -> torch.Tensor:
@@ -83,7 +90,7 @@ def shifted_window_mask(
     windows = window_partition(label[None, :, :, None], (window, window))  # (nW, ws, ws, 1)
     windows = windows.reshape(-1, window * window)  # (nW, N)
     different = windows[:, None, :] != windows[:, :, None]  # (nW, N, N)
-    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, -100.0)
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, MASKED)
 
 
 class DropPath(nn.Module):

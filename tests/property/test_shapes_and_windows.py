@@ -26,7 +26,7 @@ from swinv2 import (
     Swinv2ForMaskedImageModeling,
     Swinv2Model,
 )
-from swinv2.layers import pad_bottom_right, shifted_window_mask, window_partition, window_reverse
+from swinv2.layers import MASKED, pad_bottom_right, shifted_window_mask, window_partition, window_reverse
 from swinv2.models.swinv2 import relative_coords_table, relative_position_index
 
 FAST = settings(max_examples=25, deadline=None)
@@ -123,7 +123,7 @@ def test_shifted_window_mask_separates_exactly_the_pre_shift_regions(case, dtype
     nW, N = rows * cols, ws * ws
     assert mask.shape == (nW, N, N)
     assert mask.dtype == dtype
-    assert set(mask.unique().tolist()) <= {0.0, -100.0}
+    assert set(mask.unique().tolist()) <= {0.0, MASKED}
     torch.testing.assert_close(mask, mask.transpose(1, 2), rtol=0, atol=0)
     assert torch.count_nonzero(torch.diagonal(mask, dim1=1, dim2=2)) == 0
 
@@ -135,7 +135,7 @@ def test_shifted_window_mask_separates_exactly_the_pre_shift_regions(case, dtype
             tokens = [labels[wr * ws + i][wc * ws + j] for i in range(ws) for j in range(ws)]
             for p in range(N):
                 for q in range(N):
-                    expected[wr * cols + wc, p, q] = 0.0 if tokens[p] == tokens[q] else -100.0
+                    expected[wr * cols + wc, p, q] = 0.0 if tokens[p] == tokens[q] else MASKED
     np.testing.assert_array_equal(mask.double().numpy(), expected)
 
 
