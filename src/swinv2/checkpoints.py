@@ -196,9 +196,10 @@ def load_into_model(
     for key, tensor in state.items():
         if key not in expected:
             report.unexpected.append(name(key))
+        elif tensor.shape != expected[key].shape and ignore_mismatched_sizes:
+            report.reinitialized.append(name(key))
         elif tensor.shape != expected[key].shape:
-            entry = (name(key), tuple(tensor.shape), tuple(expected[key].shape))
-            (report.reinitialized.append(name(key)) if ignore_mismatched_sizes else report.mismatched.append(entry))
+            report.mismatched.append((name(key), tuple(tensor.shape), tuple(expected[key].shape)))
         else:
             loadable[key] = tensor
     report.missing.extend(name(k) for k in expected if k not in state)

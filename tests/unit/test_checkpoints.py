@@ -439,7 +439,13 @@ def test_classification_checkpoint_into_backbone(saved_classifier):
         directory, out_features=["stage1", "stage2"], output_loading_info=True
     )
     assert report.ok
-    assert sorted(report.unused) == ["classifier.bias", "classifier.weight", "swinv2.norm.bias", "swinv2.norm.weight"]
+    # named as in the file: transformers calls the final norm `layernorm`
+    assert sorted(report.unused) == [
+        "classifier.bias",
+        "classifier.weight",
+        "swinv2.layernorm.bias",
+        "swinv2.layernorm.weight",
+    ]
     expected = {k: v for k, v in saved.swinv2.state_dict().items() if not k.startswith("norm.")}
     _assert_same_tensors(dict(model.swinv2.state_dict()), expected)
     x = image_batch(2, 64, 64)

@@ -16,7 +16,7 @@ from torch import nn
 
 from swinv2.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
 from swinv2.config import Swinv2Config
-from swinv2.convert import encoder_from_hf, encoder_to_hf
+from swinv2.convert import encoder_from_hf, encoder_to_hf, hf_encoder_name
 from swinv2.hub import resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -155,9 +155,16 @@ class Swinv2PreTrainedModel(nn.Module):
         own_keys = set(self.state_dict())
         report = LoadReport(unexpected=[file_names[k] for k in converted.unmatched])
         mapped: dict[str, torch.Tensor] = {}
-        candidates = {self.encoder_prefix + k: v for k, v in converted.tensors.items()} | heads
-        for key, tensor in candidates.items():
-            (mapped.__setitem__(key, tensor) if key in own_keys else report.unused.append(key))
+        for relative, tensor in converted.tensors.items():
+            if self.encoder_prefix + relative in own_keys:
+                mapped[self.encoder_prefix + relative] = tensor
+            else:  # another class's part of the encoder (a final norm, a mask token), named as in the file
+                report.unused.append(checkpoint_prefix + (hf_encoder_name(relative) or relative))
+        for key, tensor in heads.items():
+            if key in own_keys:
+                mapped[key] = tensor
+            else:
+                report.unused.append(key)
         if report.unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
         return load_into_model(
@@ -172,7 +179,8 @@ class Swinv2PreTrainedModel(nn.Module):
 
     def hf_name(self, key: str) -> str:
         """transformers' name(s) for one of this model's state-dict keys ("a | b | c" for the fused qkv)."""
-        return " | ".join(self.to_hf_names({key: torch.empty(3)}))
+        placeholder = torch.empty(3)  # only the names matter; the qkv split needs three rows
+        return " | ".join(self.to_hf_names({key: placeholder}))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write `config.json` and `model.safetensors` (transformers' names) into `directory`."""
