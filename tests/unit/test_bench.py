@@ -1,0 +1,70 @@
+"""The benchmark harness: FLOP counting, interleaved measurement, the Markdown table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from swinv2 import Swinv2ForImageClassification
+from swinv2.bench import Case, Report, count_flops, matmul_rate, measure, to_markdown
+
+
+def test_flops_are_counted_not_assumed() -> None:
+    linear = torch.nn.Linear(10, 20)
+    assert count_flops(linear, torch.randn(4, 10)) == 2 * 4 * 10 * 20
+    model = Swinv2ForImageClassification(tiny_config()).eval()
+    one = count_flops(model, torch.randn(1, 3, 64, 64))
+    assert count_flops(model, torch.randn(2, 3, 64, 64)) == 2 * one
+    ratio = count_flops(model, torch.randn(1, 3, 128, 128)) / one
+    assert 3.9 < ratio < 4.1  # fixed windows: the work grows with the pixels (the head is the rest)
+
+
+def test_matmul_rate_is_positive() -> None:
+    assert matmul_rate(torch.device("cpu"), torch.float32, size=128, repeats=2) > 0
+
+
+def test_measure_interleaves_and_reports_every_implementation() -> None:
+    torch.manual_seed(0)
+    models = {name: Swinv2ForImageClassification(tiny_config(num_labels=1000)) for name in ("swinv2", "timm")}
+    case = Case("inference b2 fp32", 2, "fp32", "inference")
+    results = measure(models, case, "swinv2-tiny-patch4-window8-256", 1e9, rounds=2, device=torch.device("cpu"))
+    assert set(results) == {"swinv2", "timm"}
+    for result in results.values():
+        assert 0 < result.min_ms <= result.median_ms <= result.max_ms
+        assert result.images_per_s == pytest.approx(2 / (result.median_ms / 1e3))
+        assert result.gflops_per_s == pytest.approx(2 * 1e9 / (result.median_ms / 1e3) / 1e9)
+
+
+def test_markdown_table_states_the_ratio_against_the_faster_peer() -> None:
+    timing = dict(min_ms=1.0, max_ms=3.0, images_per_s=1.0, gflops_per_s=10.0, peak_memory_mb=None)
+    report = Report(
+        machine=dict(device="cpu", processor="x86_64", threads=2, torch="2", transformers="5", timm="1"),
+        variant="v",
+        image_size=256,
+        gflops_per_image=11.9,
+        matmul_gflops_per_s=200.0,
+        rounds=3,
+        cases=[
+            {
+                "case": dict(name="inference b1 fp32", batch=1, precision="fp32", mode="inference", compiled=False),
+                "results": {
+                    "swinv2": dict(timing, median_ms=50.0),
+                    "transformers": dict(timing, median_ms=60.0),
+                    "timm": dict(timing, median_ms=80.0),
+                },
+            }
+        ],
+    )
+    table = to_markdown(report)
+    assert "| inference b1 fp32 | 50.0 (1..3) | 60.0 (1..3) | 80.0 (1..3) | 1.20x | 10 | - / - / - |" in table
+    assert "11.90 GFLOP per image" in table and "plain matmul 200 GFLOP/s" in table
+
+
+def test_bench_command_has_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "swinv2.cli", "bench", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "--rounds" in done.stdout and "--threads" in done.stdout
