@@ -20,6 +20,7 @@ from swinv2.models import (
     Swinv2ModelOutput,
     Swinv2PreTrainedModel,
 )
+from swinv2.preprocess import ImageError, Swinv2ImageProcessor
 from swinv2.rewindow import rewindow
 from swinv2.zoo import Variant, get_variant, list_variants
 
@@ -28,12 +29,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneOutput",
     "CheckpointError",
+    "ImageError",
     "LoadReport",
     "Swinv2Backbone",
     "Swinv2Config",
     "Swinv2ForImageClassification",
     "Swinv2ForMaskedImageModeling",
     "Swinv2ImageClassifierOutput",
+    "Swinv2ImageProcessor",
     "Swinv2MaskedImageModelingOutput",
     "Swinv2Model",
     "Swinv2ModelOutput",
