@@ -1,0 +1,145 @@
+"""Pipelines: classify images and extract features with any Swin V2 model, batched.
+
+A model is given as a model object, a transformers-format directory, a Hub id, or a named variant
+(random weights, only when `random_weights=True` says so: no weights ship with the library).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swinv2.config import CONFIG_NAME
+from swinv2.models import Swinv2ForImageClassification, Swinv2Model, Swinv2PreTrainedModel
+from swinv2.preprocess import PREPROCESSOR_NAME, ImageInput, Swinv2ImageProcessor
+from swinv2.zoo import get_variant
+
+ModelSpec = Swinv2PreTrainedModel | str | os.PathLike
+
+
+def load_model(
+    model: ModelSpec,
+    cls: type[Swinv2PreTrainedModel] = Swinv2ForImageClassification,
+    *,
+    random_weights: bool = False,
+    device: str | torch.device | None = None,
+) -> tuple[Swinv2PreTrainedModel, Swinv2ImageProcessor]:
+    """The model (eval mode) and the processor that goes with it.
+
+    Raises:
+        ValueError: a variant name without `random_weights=True`.
+        FileNotFoundError: neither a directory, a Hub id nor a variant.
+    """
+    if isinstance(model, Swinv2PreTrainedModel):
+        size = model.config.image_hw
+        processor = Swinv2ImageProcessor(size={"height": size[0], "width": size[1]})
+        return model.eval().to(device) if device else model.eval(), processor
+    path = Path(model)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        loaded = cls.from_pretrained(path, device=device)
+        if (path / PREPROCESSOR_NAME).is_file():
+            return loaded, Swinv2ImageProcessor.from_pretrained(path)
+        return load_model(loaded)
+    try:
+        variant = get_variant(str(model))
+    except KeyError:
+        loaded = cls.from_pretrained(model, device=device)  # a Hub id, or a clear FileNotFoundError
+        return loaded, Swinv2ImageProcessor.from_pretrained(model)
+    if not random_weights:
+        raise ValueError(
+            f"'{model}' is a variant name and no weights ship with swinv2: pass a checkpoint directory "
+            "(see `swinv2 convert`), or ask for random weights explicitly (random_weights=True, --random-weights)"
+        )
+    built = cls(variant.config())
+    return built.eval().to(device) if device else built.eval(), Swinv2ImageProcessor.from_variant(variant.name)
+
+
+def _batches(items: Sequence[ImageInput], size: int) -> Iterator[Sequence[ImageInput]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | str | None) -> Any:
+    if dtype is None or dtype in (torch.float32, "float32"):
+        return nullcontext()
+    resolved = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if resolved not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16; got {dtype!r}")
+    return torch.autocast(device.type, dtype=resolved)
+
+
+def classify(
+    images: ImageInput | Sequence[ImageInput],
+    model: ModelSpec,
+    top_k: int = 5,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    random_weights: bool = False,
+) -> list[list[dict[str, Any]]]:
+    """Top-k labels and probabilities for each image: `[[{"label": ..., "score": ...}, ...], ...]`.
+
+    Example:
+        >>> classify(["cat.jpg"], "path/to/model", top_k=3)
+        [[{'label': 'tabby', 'score': 0.81}, ...]]
+    """
+    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    net, processor = load_model(model, Swinv2ForImageClassification, random_weights=random_weights, device=device)
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1; got {top_k}")
+    dev = net.device
+    results: list[list[dict[str, Any]]] = []
+    for chunk in _batches(batch, batch_size):
+        pixel_values = processor(list(chunk)).pixel_values.to(dev)
+        with torch.no_grad(), _autocast(dev, dtype):
+            logits = net(pixel_values).logits.float()
+        top = logits.softmax(-1).topk(min(top_k, logits.shape[-1]))
+        id2label = net.config.id2label or {}
+        for scores, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            results.append(
+                [{"label": id2label.get(i, str(i)), "score": s} for s, i in zip(scores, indices, strict=True)]
+            )
+    return results
+
+
+def extract_features(
+    images: ImageInput | Sequence[ImageInput],
+    model: ModelSpec,
+    *,
+    pooled: bool = True,
+    stages: Sequence[str] | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    random_weights: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Features of each image, on the CPU in float32.
+
+    Returns:
+        `{"pooled": (N, C)}` when `pooled`, plus `{stage: (N, C_i, H_i, W_i)}` for each name in
+        `stages` (`stem`, `stage1`, ...: each stage's output before its patch merging, no final norm).
+    """
+    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    net, processor = load_model(model, Swinv2Model, random_weights=random_weights, device=device)
+    encoder = net if isinstance(net, Swinv2Model) else net.swinv2  # type: ignore[attr-defined]
+    names = list(stages or [])
+    unknown = [s for s in names if s not in encoder.config.stage_names]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; choose from {encoder.config.stage_names}")
+    collected: dict[str, list[torch.Tensor]] = {key: [] for key in (["pooled"] if pooled else []) + names}
+    for chunk in _batches(batch, batch_size):
+        pixel_values = processor(list(chunk)).pixel_values.to(encoder.device)
+        with torch.no_grad(), _autocast(encoder.device, dtype):
+            if pooled:
+                collected["pooled"].append(encoder(pixel_values).pooler_output.float().cpu())
+            if names:
+                _, maps = encoder.encode(pixel_values).hidden_states(before_merge=True)
+                for name in names:
+                    collected[name].append(maps[encoder.config.stage_names.index(name)].float().cpu())
+    return {key: torch.cat(parts) for key, parts in collected.items()}
