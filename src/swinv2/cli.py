@@ -157,13 +157,14 @@ def classify_command(args: argparse.Namespace) -> str:
     from swinv2.pipeline import classify, load_model
 
     paths = expand_paths(args.paths)
-    model, _ = load_model(args.model, random_weights=args.random_weights, device=args.device)
+    model, processor = load_model(args.model, random_weights=args.random_weights, device=args.device)
     failures: list[str] = []
     lines: list[str] = []
     for start in range(0, len(paths), args.batch_size):
         good = _readable_images(paths[start : start + args.batch_size], failures, "classify")
         if good:
-            results = classify([image for _, image in good], model, top_k=args.top_k, batch_size=args.batch_size)
+            images = [image for _, image in good]
+            results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
             for (path, _), predictions in zip(good, results, strict=True):
                 if args.json:
                     print(json.dumps({"path": str(path), "predictions": predictions}))
@@ -194,8 +195,9 @@ def features_command(args: argparse.Namespace) -> str:
     failures: list[str] = []
     good = _readable_images(paths, failures, "features")
     if good:
-        model, _ = load_model(args.model, random_weights=args.random_weights, device=args.device)
-        features = extract_features([image for _, image in good], model, stages=stages, batch_size=args.batch_size)
+        model, processor = load_model(args.model, random_weights=args.random_weights, device=args.device)
+        images = [image for _, image in good]
+        features = extract_features(images, model, stages=stages, batch_size=args.batch_size, processor=processor)
         if out.suffix == ".npy":
             import numpy as np
 

@@ -82,15 +82,22 @@ def classify(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     random_weights: bool = False,
+    processor: Swinv2ImageProcessor | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Top-k labels and probabilities for each image: `[[{"label": ..., "score": ...}, ...], ...]`.
+
+    `processor` overrides the model's own preprocessing (the directory's preprocessor_config.json,
+    or the ImageNet defaults at the model's input size for a model object).
 
     Example:
         >>> classify(["cat.jpg"], "path/to/model", top_k=3)
         [[{'label': 'tabby', 'score': 0.81}, ...]]
     """
     batch = list(images) if isinstance(images, (list, tuple)) else [images]
-    net, processor = load_model(model, Swinv2ForImageClassification, random_weights=random_weights, device=device)
+    net, default_processor = load_model(
+        model, Swinv2ForImageClassification, random_weights=random_weights, device=device
+    )
+    processor = processor or default_processor
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1; got {top_k}")
     dev = net.device
@@ -118,6 +125,7 @@ def extract_features(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     random_weights: bool = False,
+    processor: Swinv2ImageProcessor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Features of each image, on the CPU in float32.
 
@@ -126,7 +134,8 @@ def extract_features(
         `stages` (`stem`, `stage1`, ...: each stage's output before its patch merging, no final norm).
     """
     batch = list(images) if isinstance(images, (list, tuple)) else [images]
-    net, processor = load_model(model, Swinv2Model, random_weights=random_weights, device=device)
+    net, default_processor = load_model(model, Swinv2Model, random_weights=random_weights, device=device)
+    processor = processor or default_processor
     encoder = net if isinstance(net, Swinv2Model) else net.swinv2  # type: ignore[attr-defined]
     names = list(stages or [])
     unknown = [s for s in names if s not in encoder.config.stage_names]

@@ -31,6 +31,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = perturb_(Swinv2ForImageClassification(tiny_config(id2label={0: "cat", 1: "dog", 2: "emu"})))
     model.save_pretrained(root / "model")
+    # preprocessing of its own, which the commands must take from the directory (not ImageNet defaults)
+    Swinv2ImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        root / "model"
+    )
     images = root / "images"
     (images / "nested").mkdir(parents=True)
     Image.fromarray(skimage.data.astronaut()).save(images / "astronaut.jpg")
@@ -45,7 +49,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _expected_top(model_dir: Path, image_path: Path, k: int) -> list[tuple[str, float]]:
     model = Swinv2ForImageClassification.from_pretrained(model_dir)
-    processor = Swinv2ImageProcessor(size={"height": 64, "width": 64})
+    processor = Swinv2ImageProcessor.from_pretrained(model_dir)
+    assert processor.image_mean == [0.5] * 3
     with torch.no_grad():
         probs = model(processor(image_path).pixel_values).logits.softmax(-1)[0]
     top = probs.topk(k)
