@@ -45,3 +45,23 @@ def hf_config(config: Swinv2Config) -> Any:
 def image_batch(batch: int, height: int, width: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
     """Deterministic normalised-looking pixels."""
     return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def timm_model(config: Swinv2Config, seed: int = 0) -> Any:
+    """timm's SwinTransformerV2 of `config`'s shape (any input size), perturbed, in eval mode."""
+    from timm.models.swin_transformer_v2 import SwinTransformerV2
+
+    torch.manual_seed(seed)
+    model = SwinTransformerV2(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        embed_dim=config.embed_dim,
+        depths=config.depths,
+        num_heads=config.num_heads,
+        window_size=config.window_size,
+        pretrained_window_sizes=config.pretrained_window_sizes[: config.num_layers],
+        num_classes=config.num_labels,
+        drop_path_rate=0.0,
+        strict_img_size=False,  # any input size, masks built per input
+    )
+    return perturb_(model, seed=seed).eval()

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-from helpers import hf_config, image_batch, perturb_, tiny_config
+from helpers import hf_config, image_batch, perturb_, timm_model, tiny_config
 from swinv2 import Swinv2Config
 
 ATOL = 1e-5
@@ -33,21 +33,6 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         [*COMMAND, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
     )
-
-
-def _timm_model(config: Swinv2Config, seed: int = 0) -> SwinTransformerV2:
-    torch.manual_seed(seed)
-    model = SwinTransformerV2(
-        img_size=config.image_size,
-        patch_size=config.patch_size,
-        embed_dim=config.embed_dim,
-        depths=config.depths,
-        num_heads=config.num_heads,
-        window_size=config.window_size,
-        num_classes=config.num_labels,
-        drop_path_rate=0.0,
-    )
-    return perturb_(model, seed=seed).eval()
 
 
 def _microsoft_layout(timm_state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -82,7 +67,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     root = tmp_path_factory.mktemp("sources")
     config = tiny_config(num_labels=NUM_CLASSES)
     config_file = config.save_pretrained(root / "config")
-    model = _timm_model(config)
+    model = timm_model(config)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     assert "head.fc.weight" in state and "layers.1.downsample.reduction.weight" in state  # timm's names
     torch.save(state, root / "timm.pth")
@@ -167,7 +152,7 @@ def test_transformers_directory_to_timm_file(sources, tmp_path, suffix):
     result = run_cli("convert", tmp_path / "hf", dst, "--to", "timm")
     assert_converted(result, tmp_path / "hf", dst, "a timm state dict")
     state = load_file(dst) if suffix == ".safetensors" else torch.load(dst, map_location="cpu", weights_only=True)
-    fresh = _timm_model(sources.config, seed=2)
+    fresh = timm_model(sources.config, seed=2)
     fresh.load_state_dict(state, strict=True)
     x = image_batch(2, 64, 64, seed=4)
     with torch.no_grad():

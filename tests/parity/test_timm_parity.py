@@ -14,7 +14,7 @@ import pytest
 import torch
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-from helpers import BASE_SHAPED, TINY_SHAPED, image_batch, perturb_
+from helpers import BASE_SHAPED, TINY_SHAPED, image_batch, timm_model
 from swinv2 import Swinv2Config, Swinv2ForImageClassification
 from swinv2.checkpoints import load_into_model
 from swinv2.convert import from_timm, to_timm
@@ -38,20 +38,7 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, int]]] = [
 
 def _twins(fields: dict[str, Any], num_classes: int = 7) -> tuple[SwinTransformerV2, Swinv2ForImageClassification]:
     config = Swinv2Config(**fields, num_labels=num_classes, drop_path_rate=0.0)
-    torch.manual_seed(0)
-    theirs = SwinTransformerV2(
-        img_size=config.image_size,
-        patch_size=config.patch_size,
-        embed_dim=config.embed_dim,
-        depths=config.depths,
-        num_heads=config.num_heads,
-        window_size=config.window_size,
-        pretrained_window_sizes=config.pretrained_window_sizes,
-        num_classes=num_classes,
-        drop_path_rate=0.0,
-        strict_img_size=False,  # any input size, masks built per input
-    ).eval()
-    perturb_(theirs)
+    theirs = timm_model(config)
     ours = Swinv2ForImageClassification(config).eval()
     load_into_model(ours, from_timm(theirs.state_dict()), source="timm")
     return theirs, ours
