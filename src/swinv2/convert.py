@@ -143,8 +143,7 @@ def encoder_to_hf(state: Mapping[str, torch.Tensor]) -> Converted:
 # timm uses the official encoder names but merges patches at the start of stage i+1
 # (`layers.{i+1}.downsample`) where we, transformers and Microsoft merge at the end of stage i,
 # and calls the classifier `head.fc`.
-_TIMM_DOWNSAMPLE = re.compile(r"layers\.(?P<i>\d+)\.downsample\.(?P<rest>.+)$")
-_OURS_DOWNSAMPLE = _TIMM_DOWNSAMPLE
+_DOWNSAMPLE = re.compile(r"layers\.(?P<i>\d+)\.downsample\.(?P<rest>.+)$")  # same pattern in both layouts
 _TIMM_HEAD = "head.fc."
 _OURS_HEAD = "classifier."
 _TIMM_DERIVED = re.compile(r".*\.(relative_position_index|relative_coords_table|attn_mask|k_bias)$")
@@ -162,7 +161,7 @@ def from_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if key.startswith(_TIMM_HEAD):
             out[_OURS_HEAD + key.removeprefix(_TIMM_HEAD)] = tensor
             continue
-        merge = _TIMM_DOWNSAMPLE.match(key)
+        merge = _DOWNSAMPLE.match(key)
         if merge:
             key = f"layers.{int(merge['i']) - 1}.downsample.{merge['rest']}"
         out["swinv2." + key] = tensor
@@ -177,7 +176,7 @@ def to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[_TIMM_HEAD + key.removeprefix(_OURS_HEAD)] = tensor
             continue
         key = key.removeprefix("swinv2.")
-        merge = _OURS_DOWNSAMPLE.match(key)
+        merge = _DOWNSAMPLE.match(key)
         if merge:
             key = f"layers.{int(merge['i']) + 1}.downsample.{merge['rest']}"
         out[key] = tensor

@@ -526,12 +526,6 @@ class Swinv2Model(Swinv2PreTrainedModel):
         if self.mask_token is not None:
             nn.init.zeros_(self.mask_token)
 
-    def rebuild_derived_tables(self) -> None:
-        """Recompute every attention's coordinate tables (after a device/dtype move, for example)."""
-        for module in self.modules():
-            if isinstance(module, WindowAttention):
-                module.rebuild_tables()
-
     def embed(
         self,
         pixel_values: torch.Tensor,
