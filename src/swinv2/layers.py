@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swinv2 import kernels
+
 
 def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     """Cut a channels-last grid into non-overlapping windows, row-major over windows.
@@ -149,17 +151,29 @@ def activation(name: str) -> nn.Module:
 
 
 class Mlp(nn.Module):
-    """fc1 -> activation -> fc2 -> dropout, on (..., C)."""
+    """fc1 -> activation -> fc2 -> dropout, on (..., C).
 
-    def __init__(self, dim: int, hidden: int, act: str, dropout: float) -> None:
+    `implementation` other than "eager" runs the linears through `swinv2.kernels.linear`, with an
+    exact GELU fused into fc1.
+    """
+
+    def __init__(self, dim: int, hidden: int, act: str, dropout: float, implementation: str = "auto") -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = activation(act)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
+        self.implementation = implementation
+        self._gelu_fusable = act == "gelu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.act(self.fc1(x))))
+        if self.implementation == "eager":
+            return self.drop(self.fc2(self.act(self.fc1(x))))
+        if self._gelu_fusable:
+            hidden = kernels.linear(x, self.fc1.weight, self.fc1.bias, gelu=True)  # (..., hidden)
+        else:
+            hidden = self.act(kernels.linear(x, self.fc1.weight, self.fc1.bias))  # (..., hidden)
+        return self.drop(kernels.linear(hidden, self.fc2.weight, self.fc2.bias))
 
 
 def interpolate_grid_table(table: torch.Tensor, source: tuple[int, int], target: tuple[int, int]) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from swinv2 import kernels
 from swinv2.config import Swinv2Config, stage_geometry
 from swinv2.layers import (
     LOGIT_SCALE_MAX,
@@ -51,6 +52,7 @@ from swinv2.models.outputs import (
 
 Grid = tuple[int, int]
 _CACHED_SIZES = 4  # input sizes whose attention terms each attention keeps
+NORM_EPS = 1e-12  # F.normalize's floor on the norm
 
 
 # ----------------------------------------------------------------------------------- attention
@@ -83,12 +85,16 @@ class WindowAttention(nn.Module):
 
     score(q, k) = cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(cpb_mlp(coords))[pair]
 
-    Two implementations compute the same thing: "eager" materialises the scores and probabilities
-    (the readable reference, and the one that can return them), "sdpa" normalises q and k, folds the
-    temperature into q and calls `scaled_dot_product_attention` with the bias (+ shift mask) as its
-    additive mask; "auto" picks eager for fp32/fp64 compute and sdpa for bf16/fp16. In inference
-    (eval mode, no gradient needed for the parameters) the input-independent terms (bias + mask,
-    temperature, fused qkv bias) are cached; see `attention_terms`.
+    Two implementations compute the same thing. "eager" materialises the scores and probabilities op
+    for op as transformers does (the reference, and the path that can return them). "sdpa" normalises
+    q and k straight from the projection's output, folds the temperature into q and calls
+    `scaled_dot_product_attention` with the bias (+ shift mask) as its additive mask. "auto" (the
+    default) takes the explicit scores in fp32/fp64, where exactness is measurable (SDPA's own
+    summation order moved a parity case 1.07e-5 away), and SDPA in bf16/fp16. Both non-eager choices
+    run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
+    whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
+    needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
+    bias) are cached; see `attention_terms`.
     """
 
     def __init__(
@@ -139,11 +145,6 @@ class WindowAttention(nn.Module):
         if self.q_bias is None or self.v_bias is None:
             return None
         return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))  # (3C,)
-
-    def _uses_eager(self, compute_dtype: torch.dtype) -> bool:
-        if self.implementation == "auto":
-            return compute_dtype in (torch.float32, torch.float64)  # exact where exactness is measurable
-        return self.implementation == "eager"
 
     def _input_independent_parameters(self) -> list[torch.Tensor]:
         return [p for p in (self.logit_scale, self.q_bias, self.v_bias, *self.cpb_mlp.parameters()) if p is not None]
@@ -205,34 +206,64 @@ class WindowAttention(nn.Module):
         Returns:
             (B*nW, N, C) and, if asked, (B*nW, nH, N, N) probabilities.
         """
-        B_, N, C = x.shape
+        _, N, C = x.shape
         device = x.device.type
         compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         terms = self.attention_terms(mask, mask_key, compute_dtype)
-        qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
-        qkv = qkv.view(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B*nW, nH, N, Dh)
-        q, k, v = qkv.contiguous().unbind(0)  # each (B*nW, nH, N, Dh), batch-contiguous for the matmuls
-        nW = terms.bias.shape[0]
-        probs = None
-        if need_weights or self._uses_eager(compute_dtype):
-            scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B*nW, nH, N, N)
-            scores = scores * terms.scale.to(scores.dtype)
-            if nW == 1:
-                scores = scores + terms.bias
+        if need_weights or self.implementation == "eager":
+            out, probs = self._explicit_attention(x, terms)
+            return self.proj_drop(self.proj(out)), (probs if need_weights else None)
+        sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
+
+        def attend(windows: torch.Tensor, first_window: int) -> torch.Tensor:
+            if sdpa:
+                out = self._sdpa_attention(windows, terms, first_window)
             else:
-                scores = scores.view(-1, nW, self.num_heads, N, N) + terms.bias  # (B, nW, nH, N, N)
-                scores = scores.view(-1, self.num_heads, N, N)  # (B*nW, nH, N, N)
-            probs = scores.softmax(dim=-1)
-            out = self.attn_drop(probs) @ v  # (B*nW, nH, N, Dh)
-        else:
-            q = (F.normalize(q.float(), dim=-1) * terms.scale).to(v.dtype)  # temperature folded into q
-            k = F.normalize(k.float(), dim=-1).to(v.dtype)
-            bias = terms.bias if nW == 1 else terms.bias.repeat(B_ // nW, 1, 1, 1)  # (1 or B*nW, nH, N, N)
-            dropout = self.attn_drop.p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)
-        out = out.transpose(1, 2).reshape(B_, N, C)  # (B*nW, N, C)
-        out = self.proj_drop(self.proj(out))
-        return out, (probs if need_weights else None)
+                out, _ = self._explicit_attention(windows, terms)
+            return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
+
+        bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
+        return kernels.in_row_chunks(attend, x, bytes_per_window, align=terms.bias.shape[0]), None
+
+    def _explicit_attention(self, x: torch.Tensor, terms: AttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and probabilities materialised, op for op as transformers computes them.
+
+        Args:
+            x: (w, N, C) windows of whole images (w a multiple of the bias's nW).
+
+        Returns:
+            (w, N, C) attended values before the output projection, and (w, nH, N, N) probabilities.
+        """
+        B_, N, C = x.shape
+        nH, Dh, nW = self.num_heads, C // self.num_heads, terms.bias.shape[0]
+        qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
+        qkv = qkv.view(B_, N, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, w, nH, N, Dh)
+        q, k, v = qkv.contiguous().unbind(0)  # each (w, nH, N, Dh), batch-contiguous for the matmuls
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (w, nH, N, N)
+        scores = scores * terms.scale.to(scores.dtype)
+        scores = scores.view(-1, nW, nH, N, N) + terms.bias  # (w/nW, nW, nH, N, N)
+        probs = scores.view(-1, nH, N, N).softmax(dim=-1)  # (w, nH, N, N)
+        out = self.attn_drop(probs) @ v  # (w, nH, N, Dh)
+        return out.transpose(1, 2).reshape(B_, N, C), probs  # (w, N, C)
+
+    def _sdpa_attention(self, x: torch.Tensor, terms: AttentionTerms, first_window: int) -> torch.Tensor:
+        """`scaled_dot_product_attention` on windows `first_window`.. of the batch: (w, N, C) -> (w, N, C)
+        before the output projection."""
+        B_, N, C = x.shape
+        nH, Dh, nW = self.num_heads, C // self.num_heads, terms.bias.shape[0]
+        qkv = kernels.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
+        q, k, v = qkv.view(B_, N, 3, nH, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (w, nH, N, Dh) strided views
+        q, k = q.float(), k.float()  # no-ops in fp32; 16-bit q and k are normalised in fp32
+        q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS))
+        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        bias = terms.bias  # (1, nH, N, N) broadcasts over windows
+        if nW > 1:
+            window_ids = torch.arange(first_window, first_window + B_, device=x.device) % nW
+            bias = bias[window_ids]  # (w, nH, N, N): each window's bias + shift mask
+        dropout = self.attn_drop.p if self.training else 0.0
+        q, k = q.to(v.dtype), k.to(v.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)  # (w, nH, N, Dh)
+        return out.transpose(1, 2).reshape(B_, N, C)  # (w, N, C)
 
 
 @dataclass(frozen=True)
@@ -272,7 +303,9 @@ class Swinv2Block(nn.Module):
         )
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob)
+        self.mlp = Mlp(
+            dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob, config.attn_implementation
+        )
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(
@@ -304,8 +337,11 @@ class Swinv2Block(nn.Module):
             tokens = torch.roll(tokens, shifts=(self.shift, self.shift), dims=(1, 2))
         attended = tokens[:, :H, :W, :].reshape(B, L, C)  # (B, L, C)
         x = x + self.drop_path(self.norm1(attended))
-        x = x + self.drop_path(self.norm2(self.mlp(x)))
-        return x, probs
+        if self.training or self.mlp.implementation == "eager":
+            return x + self.drop_path(self.norm2(self.mlp(x))), probs
+        hidden_bytes = 4 * self.mlp.fc1.out_features
+        x = kernels.in_row_chunks(lambda rows, _: rows + self.norm2(self.mlp(rows)), x.view(B * L, C), hidden_bytes)
+        return x.view(B, L, C), probs
 
 
 class PatchMerging(nn.Module):
