@@ -53,6 +53,7 @@ class Measurement:
     images_per_s: float
     gflops_per_s: float
     peak_memory_mb: float | None = None
+    profile_ms: dict[str, float] | None = None  # CPU: one profiled call's self time per op class
 
 
 @dataclass
@@ -132,6 +133,46 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
         if implementation is not None:
             model.set_attn_implementation(implementation)
     return counter.get_total_flops()
+
+
+# Op classes of the CPU profile, by ATen / oneDNN op name; everything else counts as "elementwise, other".
+OP_CLASSES: dict[str, frozenset[str]] = {
+    "linear, conv": frozenset(
+        {"addmm", "mm", "_linear_pointwise", "mkldnn_convolution", "convolution_backward", "_mkl_linear"}
+    ),
+    "attention core": frozenset(
+        {
+            "bmm",
+            "baddbmm",
+            "_softmax",
+            "_softmax_backward_data",
+            "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_flash_attention_for_cpu_backward",
+        }
+    ),
+    "data movement": frozenset(
+        {"copy_", "cat", "index", "index_select", "roll", "clone", "_index_put_impl_", "constant_pad_nd", "fill_"}
+    ),
+    "normalisation": frozenset({"native_layer_norm", "native_layer_norm_backward", "linalg_vector_norm"}),
+}
+OTHER_OPS = "elementwise, other"
+
+
+def profile_op_classes(step: Callable[[], None]) -> dict[str, float]:
+    """Milliseconds of CPU self time of one call of `step`, per op class (`OP_CLASSES`), by torch.profiler.
+
+    The profiler adds a little time to every op; the split, not the sum, is the point.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    totals = dict.fromkeys([*OP_CLASSES, OTHER_OPS], 0.0)
+    for event in prof.key_averages():
+        name = event.key.split("::")[-1]
+        op_class = next((c for c, names in OP_CLASSES.items() if name in names), OTHER_OPS)
+        totals[op_class] += event.self_cpu_time_total / 1e3
+    return {k: round(v, 2) for k, v in totals.items()}
 
 
 def _rss_mb(field_name: str) -> float | None:
@@ -284,6 +325,7 @@ def measure(
             steps[name]()
             _sync(device)
             times[name].append(time.perf_counter() - start)
+    profiles = {name: profile_op_classes(step) for name, step in steps.items()} if device.type == "cpu" else {}
     flops = flops_per_image * case.batch * (3 if case.mode == "train" else 1)  # backward ~ 2x forward
     out = {}
     for name, samples in times.items():
@@ -295,6 +337,7 @@ def measure(
             images_per_s=case.batch / median,
             gflops_per_s=flops / median / 1e9,
             peak_memory_mb=peaks[name] if case.mode == "train" else None,
+            profile_ms=profiles.get(name),
         )
     return out
 
@@ -382,9 +425,33 @@ def to_markdown(report: Report) -> str:
             " / ".join("-" if peak is None else f"{peak:.0f}" for peak in peaks),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += _profile_table(report, names)
     if report.skipped:
         lines += ["", "Not measured: " + ", ".join(report.skipped)]
     return "\n".join(lines) + "\n"
+
+
+def _profile_table(report: Report, names: list[str]) -> list[str]:
+    """Where the time goes: one profiled call per case and implementation, ms of CPU self time per op class."""
+    rows = [
+        (entry["case"]["name"], name, entry["results"][name]["profile_ms"])
+        for entry in report.cases
+        for name in names
+        if name in entry["results"] and entry["results"][name].get("profile_ms")
+    ]
+    if not rows:
+        return []
+    classes = list(rows[0][2])
+    lines = [
+        "",
+        "Where the time goes: CPU self time of one profiled call per op class, ms (torch.profiler).",
+        "",
+        "| case | implementation | " + " | ".join(classes) + " |",
+        "|" + "---|" * (len(classes) + 2),
+    ]
+    for case_name, name, profile in rows:
+        lines.append(f"| {case_name} | {name} | " + " | ".join(f"{profile[c]:.1f}" for c in classes) + " |")
+    return lines
 
 
 def write_report(report: Report, directory: str | Path, stem: str) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ import torch
 
 from helpers import tiny_config
 from swinv2 import Swinv2ForImageClassification
-from swinv2.bench import Case, Report, count_flops, matmul_rate, measure, to_markdown
+from swinv2.bench import OTHER_OPS, Case, Report, count_flops, matmul_rate, measure, profile_op_classes, to_markdown
 
 
 def test_flops_are_counted_not_assumed() -> None:
@@ -37,6 +37,16 @@ def test_measure_interleaves_and_reports_every_implementation() -> None:
         assert 0 < result.min_ms <= result.median_ms <= result.max_ms
         assert result.images_per_s == pytest.approx(2 / (result.median_ms / 1e3))
         assert result.gflops_per_s == pytest.approx(2 * 1e9 / (result.median_ms / 1e3) / 1e9)
+        assert result.profile_ms is not None and result.profile_ms["linear, conv"] > 0
+
+
+def test_profile_splits_the_time_by_op_class() -> None:
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    profile = profile_op_classes(
+        lambda: torch.cat([a @ b, (a * b).softmax(-1), torch.nn.functional.layer_norm(a, (256,))])
+    )
+    assert set(profile) == {"linear, conv", "attention core", "data movement", "normalisation", OTHER_OPS}
+    assert all(profile[c] > 0 for c in profile)  # mm, softmax, cat, layer norm, mul: one op of each class
 
 
 def test_markdown_table_states_the_ratio_against_the_faster_peer() -> None:
@@ -59,8 +69,11 @@ def test_markdown_table_states_the_ratio_against_the_faster_peer() -> None:
             }
         ],
     )
+    report.cases[0]["results"]["swinv2"]["profile_ms"] = {"linear, conv": 30.0, OTHER_OPS: 20.25}
     table = to_markdown(report)
     assert "| inference b1 fp32 | 50.0 (1..3) | 60.0 (1..3) | 80.0 (1..3) | 1.20x | 10 | - / - / - |" in table
+    assert "| case | implementation | linear, conv | elementwise, other |" in table
+    assert "| inference b1 fp32 | swinv2 | 30.0 | 20.2 |" in table
     assert "11.90 GFLOP per image" in table and "plain matmul 200 GFLOP/s" in table
 
 
