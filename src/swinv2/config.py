@@ -87,11 +87,11 @@ class Swinv2Config:
         id2label / label2id: Class names.
         num_labels: Number of classes; builds `LABEL_i` names when `id2label` is not given.
         problem_type: Classification loss: regression, single- or multi-label (None: inferred).
-        attn_implementation: "eager" (explicit scores and plain ops: the reference, equal to
-            transformers), "sdpa" (fused `scaled_dot_product_attention` and the fused linear kernels
-            of `swinv2.kernels`: faster, less memory, within 1e-5 of eager in fp32) or "auto" (the
-            default: the fastest path, today "sdpa"). A runtime choice, as in transformers; not
-            written to config.json.
+        attn_implementation: "eager" (explicit scores and plain ops: the reference, op for op
+            transformers' arithmetic), "sdpa" (fused `scaled_dot_product_attention`: its own
+            summation order, less memory) or "auto" (the default: explicit scores in fp32/fp64,
+            SDPA in bf16/fp16). "sdpa" and "auto" also take the faster inference kernels of
+            `swinv2.kernels`. A runtime choice, as in transformers; not written to config.json.
         extra: Keys of a loaded config.json this library does not use, written back unchanged.
 
     Example:

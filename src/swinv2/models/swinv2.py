@@ -215,11 +215,8 @@ class WindowAttention(nn.Module):
             return self.proj_drop(self.proj(out)), (probs if need_weights else None)
         sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
 
-        def attend(windows: torch.Tensor, first_window: int) -> torch.Tensor:
-            if sdpa:
-                out = self._sdpa_attention(windows, terms, first_window)
-            else:
-                out, _ = self._explicit_attention(windows, terms)
+        def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
+            out = self._sdpa_attention(windows, terms) if sdpa else self._explicit_attention(windows, terms)[0]
             return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
 
         bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
@@ -246,9 +243,9 @@ class WindowAttention(nn.Module):
         out = self.attn_drop(probs) @ v  # (w, nH, N, Dh)
         return out.transpose(1, 2).reshape(B_, N, C), probs  # (w, N, C)
 
-    def _sdpa_attention(self, x: torch.Tensor, terms: AttentionTerms, first_window: int) -> torch.Tensor:
-        """`scaled_dot_product_attention` on windows `first_window`.. of the batch: (w, N, C) -> (w, N, C)
-        before the output projection."""
+    def _sdpa_attention(self, x: torch.Tensor, terms: AttentionTerms) -> torch.Tensor:
+        """`scaled_dot_product_attention` on windows of whole images: (w, N, C) -> (w, N, C) before the
+        output projection."""
         B_, N, C = x.shape
         nH, Dh, nW = self.num_heads, C // self.num_heads, terms.bias.shape[0]
         qkv = kernels.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
@@ -256,10 +253,7 @@ class WindowAttention(nn.Module):
         q, k = q.float(), k.float()  # no-ops in fp32; 16-bit q and k are normalised in fp32
         q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS))
         k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS)
-        bias = terms.bias  # (1, nH, N, N) broadcasts over windows
-        if nW > 1:
-            window_ids = torch.arange(first_window, first_window + B_, device=x.device) % nW
-            bias = bias[window_ids]  # (w, nH, N, N): each window's bias + shift mask
+        bias = terms.bias if nW == 1 else terms.bias.repeat(B_ // nW, 1, 1, 1)  # (1 or w, nH, N, N)
         dropout = self.attn_drop.p if self.training else 0.0
         q, k = q.to(v.dtype), k.to(v.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)  # (w, nH, N, Dh)
