@@ -7,6 +7,7 @@ Shapes use the legend of `swinv2.models.swinv2`: B batch, H, W token grid, C cha
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,22 +32,91 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, C)  # (B*nW, wh, ww, C)
 
 
-def window_reverse(windows: torch.Tensor, window: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
-    """Inverse of `window_partition`.
+@dataclass(frozen=True)
+class WindowOrder:
+    """Where each token of a grid goes when the grid is padded, rolled and cut into windows, and back.
 
-    Args:
-        windows: (B*nW, wh, ww, C).
-        window: (wh, ww).
-        grid: (H, W) of the grid the windows were cut from.
-
-    Returns:
-        (B, H, W, C).
+    The shifted-window partition (zero-pad bottom/right to whole windows, roll by -shift, cut) is a
+    fixed permutation of the tokens plus zero slots, so one gather does it, and one gather undoes it
+    (dropping the padding), instead of a pad, two rolls and two strided copies each way.
     """
-    wh, ww = window
+
+    to_windows: torch.Tensor  # (nW*N,) int64: the grid token in each window slot (padding slots: 0)
+    to_grid: torch.Tensor  # (H*W,) int64: the window slot of each grid token
+    pad_slots: torch.Tensor | None  # (P,) int64: window slots that hold padding, None without padding
+
+
+def window_order(grid: tuple[int, int], window: int, shift: int, device: torch.device | None = None) -> WindowOrder:
+    """The `WindowOrder` of an (H, W) grid for square windows of side `window`, rolled by `-shift`.
+
+    Built from static-shape arithmetic only, so that `torch.compile` can trace it.
+    """
     H, W = grid
-    C = windows.shape[-1]
-    x = windows.reshape(-1, H // wh, W // ww, wh, ww, C)  # (B, H/wh, W/ww, wh, ww, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)  # (B, H, W, C)
+    Hp, Wp = -(-H // window) * window, -(-W // window) * window
+    N, windows_per_row = window * window, Wp // window
+    rows = (torch.arange(Hp, device=device) + shift) % Hp  # padded row shown at rolled row r (roll by -shift)
+    cols = (torch.arange(Wp, device=device) + shift) % Wp
+    padding = (rows[:, None] >= H) | (cols[None, :] >= W)  # (Hp, Wp)
+    source = (rows[:, None] * W + cols[None, :]).masked_fill(padding, 0)  # (Hp, Wp): grid index shown there
+    to_windows = window_partition(source[None, :, :, None], (window, window)).reshape(-1)  # (nW*N,)
+    r = (torch.arange(H, device=device) + (Hp - shift)) % Hp  # rolled row of each grid row (kept >= 0:
+    # inductor in torch 2.14 fails to compile this gather when the modulo operand can be negative)
+    c = (torch.arange(W, device=device) + (Wp - shift)) % Wp
+    slot_of_row = (r // window) * windows_per_row * N + (r % window) * window  # (H,)
+    slot_of_col = (c // window) * N + c % window  # (W,)
+    to_grid = (slot_of_row[:, None] + slot_of_col[None, :]).reshape(-1)  # (H*W,)
+    pads = Hp * Wp - H * W
+    if not pads:
+        return WindowOrder(to_windows, to_grid, None)
+    is_pad = window_partition(padding[None, :, :, None], (window, window)).reshape(-1)  # (nW*N,)
+    pad_slots = torch.argsort(is_pad.to(torch.int8), descending=True, stable=True)[:pads]  # (P,)
+    return WindowOrder(to_windows, to_grid, pad_slots)
+
+
+class _GatherTokens(torch.autograd.Function):
+    """out[b, i] = x[b, index[i]] (then `zero_out` slots set to 0); the gradient is gathered back by
+    `inverse` (then `zero_grad` slots set to 0). Valid when index and inverse are mutually inverse on
+    the slots that are not zeroed, as `WindowOrder`'s are: a gather both ways, no scatter-add."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        inverse: torch.Tensor,
+        zero_out: torch.Tensor | None,
+        zero_grad: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(inverse, zero_grad)
+        return _gather(x, index, zero_out)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inverse, zero_grad = ctx.saved_tensors  # type: ignore[attr-defined]
+        return _gather(grad, inverse, zero_grad), None, None, None, None
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, C) -> (B, len(index), C): rows of each image picked by `index`, `zero` rows cleared."""
+    B, L, C = x.shape
+    if B > 1:  # one gather over all images' rows: faster than index_select along dim 1
+        index = (index + torch.arange(B, device=x.device)[:, None] * L).reshape(-1)  # (B*len(index),)
+    out = x.reshape(B * L, C).index_select(0, index).view(B, -1, C)
+    return out if zero is None else out.index_fill_(1, zero, 0.0)
+
+
+def to_windows(x: torch.Tensor, order: WindowOrder) -> torch.Tensor:
+    """(B, H*W, C) grid tokens -> (B, nW*N, C) window slots (padding slots zero)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GatherTokens.apply(x, order.to_windows, order.to_grid, order.pad_slots, None)
+    return _gather(x, order.to_windows, order.pad_slots)
+
+
+def to_grid(windows: torch.Tensor, order: WindowOrder) -> torch.Tensor:
+    """(B, nW*N, C) window slots -> (B, H*W, C) grid tokens (padding dropped); inverse of `to_windows`."""
+    if torch.is_grad_enabled() and windows.requires_grad:
+        return _GatherTokens.apply(windows, order.to_grid, order.to_windows, None, order.pad_slots)
+    return _gather(windows, order.to_grid, None)
 
 
 def pad_bottom_right(x: torch.Tensor, multiple: tuple[int, int]) -> torch.Tensor:

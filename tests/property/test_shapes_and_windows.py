@@ -26,7 +26,15 @@ from swinv2 import (
     Swinv2ForMaskedImageModeling,
     Swinv2Model,
 )
-from swinv2.layers import MASKED, pad_bottom_right, shifted_window_mask, window_partition, window_reverse
+from swinv2.layers import (
+    MASKED,
+    pad_bottom_right,
+    shifted_window_mask,
+    to_grid,
+    to_windows,
+    window_order,
+    window_partition,
+)
 from swinv2.models.swinv2 import relative_coords_table, relative_position_index
 
 FAST = settings(max_examples=25, deadline=None)
@@ -55,7 +63,7 @@ def windowed_grids(draw: st.DrawFn) -> tuple[int, int, int, int, tuple[int, int]
 
 @FAST
 @given(windowed_grids())
-def test_window_partition_places_each_token_and_reverse_inverts_it(case):
+def test_window_partition_places_each_token(case):
     B, H, W, C, (wh, ww), seed = case
     x = torch.randn(B, H, W, C, generator=torch.Generator().manual_seed(seed))
     windows = window_partition(x, (wh, ww))
@@ -70,12 +78,52 @@ def test_window_partition_places_each_token_and_reverse_inverts_it(case):
                 expected[index, h % wh, w % ww] = x[b, h, w]
     torch.testing.assert_close(windows, expected, rtol=0, atol=0)
 
-    torch.testing.assert_close(window_reverse(windows, (wh, ww), (H, W)), x, rtol=0, atol=0)
-    # and the other way round: reverse then partition gives back the windows
-    other = torch.randn(B * nW, wh, ww, C, generator=torch.Generator().manual_seed(seed + 1))
-    torch.testing.assert_close(
-        window_partition(window_reverse(other, (wh, ww), (H, W)), (wh, ww)), other, rtol=0, atol=0
+
+@st.composite
+def shifted_grids(draw):
+    """(B, H, W, C, window, shift, seed): any grid, padded or not, shift below the window."""
+    window = draw(st.integers(1, 6))
+    return (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 20)),
+        draw(st.integers(1, 20)),
+        draw(st.integers(1, 3)),
+        window,
+        draw(st.integers(0, window - 1)),
+        draw(st.integers(0, 2**16)),
     )
+
+
+@FAST
+@given(shifted_grids())
+def test_window_order_is_pad_roll_partition_and_back_with_their_gradients(case):
+    """One gather each way equals zero-pad, roll by -shift, partition (and the reverse), values and gradients."""
+    B, H, W, C, ws, shift, seed = case
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, H * W, C, generator=generator, requires_grad=True)
+    padded = pad_bottom_right(x.view(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
+    Hp, Wp = padded.shape[1:3]
+    rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2))
+    expected = window_partition(rolled, (ws, ws)).reshape(B, Hp * Wp, C)
+
+    order = window_order((H, W), ws, shift)
+    windows = to_windows(x, order)
+    torch.testing.assert_close(windows, expected, rtol=0, atol=0)
+    torch.testing.assert_close(to_grid(windows, order), x, rtol=0, atol=0)
+    upstream = torch.randn(windows.shape, generator=generator)
+    (grad,) = torch.autograd.grad((windows * upstream).sum(), x)
+    (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), x)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+    slots = torch.randn(B, Hp * Wp, C, generator=generator, requires_grad=True)
+    unrolled = slots.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    unrolled = torch.roll(unrolled, shifts=(shift, shift), dims=(1, 2))[:, :H, :W].reshape(B, H * W, C)
+    tokens = to_grid(slots, order)
+    torch.testing.assert_close(tokens, unrolled, rtol=0, atol=0)
+    upstream = torch.randn(tokens.shape, generator=generator)
+    (grad,) = torch.autograd.grad((tokens * upstream).sum(), slots)
+    (expected_grad,) = torch.autograd.grad((unrolled * upstream).sum(), slots)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)  # padding slots get exactly zero
 
 
 @FAST

@@ -21,7 +21,7 @@ import transformers
 from helpers import TINY, TINY_SHAPED, hf_config, image_batch, perturb_, tiny_config
 from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model
 from swinv2.checkpoints import read_state_dict
-from swinv2.layers import shifted_window_mask
+from swinv2.layers import shifted_window_mask, window_order
 from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, WindowAttention
 
 ATOL = 1e-5
@@ -347,23 +347,30 @@ def test_alternating_input_sizes() -> None:
         torch.testing.assert_close(_run(model, x), _run(_cold_copy(model), x), **EXACT)
 
 
-def test_shift_masks_are_cached_per_stage_and_replaced_by_a_new_size() -> None:
+def test_window_layouts_are_cached_per_stage_and_replaced_by_a_new_size() -> None:
     model = _model()
     stages = list(model.layers)
     cpu = torch.device("cpu")
+
+    def check(grids: list[tuple[int, int]], padded: list[tuple[int, int]]) -> None:
+        assert [list(s._layouts) for s in stages] == [[(grid, cpu)] for grid in grids]
+        for stage, grid, pad in zip(stages, grids, padded, strict=True):
+            layout = stage._layouts[(grid, cpu)]
+            assert layout.mask_key == (pad, cpu)
+            expected = shifted_window_mask(pad, 4, 2, device=cpu, dtype=torch.float32)
+            torch.testing.assert_close(layout.mask, expected, **EXACT)
+            for order, shift in ((layout.plain, 0), (layout.shifted, 2)):
+                reference = window_order(grid, 4, shift)
+                assert torch.equal(order.to_windows, reference.to_windows)
+                assert torch.equal(order.to_grid, reference.to_grid)
+
     _run(model, image_batch(1, 64, 64))  # token grids 16x16 and 8x8, window 4, shift 2
-    assert [list(s._masks) for s in stages] == [[((16, 16), cpu)], [((8, 8), cpu)]]
-    for stage, grid in zip(stages, [(16, 16), (8, 8)], strict=True):
-        expected = shifted_window_mask(grid, 4, 2, device=cpu, dtype=torch.float32)
-        torch.testing.assert_close(stage._masks[(grid, cpu)], expected, **EXACT)
-    masks = [s._masks[k] for s in stages for k in s._masks]
+    check([(16, 16), (8, 8)], [(16, 16), (8, 8)])
+    layouts = [s._layouts[k] for s in stages for k in s._layouts]
     _run(model, image_batch(1, 64, 64))
-    assert all(a is b for a, b in zip(masks, [s._masks[k] for s in stages for k in s._masks], strict=True))
+    assert all(a is b for a, b in zip(layouts, [s._layouts[k] for s in stages for k in s._layouts], strict=True))
     _run(model, image_batch(1, 72, 56))  # grids 18x14 -> padded 20x16, then 9x7 -> padded 12x8
-    assert [list(s._masks) for s in stages] == [[((20, 16), cpu)], [((12, 8), cpu)]]
-    for stage, grid in zip(stages, [(20, 16), (12, 8)], strict=True):
-        expected = shifted_window_mask(grid, 4, 2, device=cpu, dtype=torch.float32)
-        torch.testing.assert_close(stage._masks[(grid, cpu)], expected, **EXACT)
+    check([(18, 14), (9, 7)], [(20, 16), (12, 8)])
 
 
 # ------------------------------------------------------------------------------ torch.compile

@@ -34,13 +34,15 @@ from swinv2.layers import (
     LOGIT_SCALE_MAX,
     DropPath,
     Mlp,
+    WindowOrder,
     interpolate_grid_table,
     pad_bottom_right,
     shifted_window_mask,
+    to_grid,
+    to_windows,
     trunc_normal_,
     trunc_normal_init,
-    window_partition,
-    window_reverse,
+    window_order,
 )
 from swinv2.models.base import Swinv2PreTrainedModel
 from swinv2.models.outputs import (
@@ -303,33 +305,21 @@ class Swinv2Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        grid: Grid,
-        mask: torch.Tensor | None,
-        need_weights: bool = False,
-        mask_key: object = None,
+        self, x: torch.Tensor, layout: WindowLayout, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Args: x (B, L, C), grid (H, W), mask (nW, N, N) for shifted blocks and its cache key.
+        """Args: x (B, L, C) and the stage's `WindowLayout` for its grid.
 
         Returns (B, L, C) and, if asked, the attention probabilities.
         """
         B, L, C = x.shape
-        H, W = grid
-        ws = (self.window, self.window)
-        tokens = pad_bottom_right(x.view(B, H, W, C), ws)  # (B, Hp, Wp, C): pad before the shift
-        Hp, Wp = tokens.shape[1:3]
+        order = layout.shifted if self.shift else layout.plain
+        assert order is not None  # a stage has a shifted order whenever it has a shifted block
+        windows = to_windows(x, order).view(-1, self.window * self.window, C)  # (B*nW, N, C): padded, rolled
         if self.shift:
-            tokens = torch.roll(tokens, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = window_partition(tokens, ws).reshape(-1, self.window * self.window, C)  # (B*nW, N, C)
-        if self.shift:
-            windows, probs = self.attn(windows, mask, need_weights, mask_key)
+            windows, probs = self.attn(windows, layout.mask, need_weights, layout.mask_key)
         else:
             windows, probs = self.attn(windows, None, need_weights)
-        tokens = window_reverse(windows.view(-1, self.window, self.window, C), ws, (Hp, Wp))  # (B, Hp, Wp, C)
-        if self.shift:
-            tokens = torch.roll(tokens, shifts=(self.shift, self.shift), dims=(1, 2))
-        attended = tokens[:, :H, :W, :].reshape(B, L, C)  # (B, L, C)
+        attended = to_grid(windows.view(B, -1, C), order)  # (B, L, C): rolled back, padding dropped
         x = x + self.drop_path(self.norm1(attended))
         if self.training or self.mlp.implementation == "eager":
             return x + self.drop_path(self.norm2(self.mlp(x))), probs
@@ -382,7 +372,25 @@ class Swinv2Stage(nn.Module):
         )
         self.downsample = PatchMerging(dim) if index < config.num_layers - 1 else None
         self.gradient_checkpointing = False
-        self._masks: dict[tuple[Grid, torch.device], torch.Tensor] = {}
+        self._layouts: dict[tuple[Grid, torch.device], WindowLayout] = {}
+
+    def layout(self, grid: Grid, device: torch.device) -> WindowLayout:
+        """The window orders and shift mask of `grid`, cached for the last grid seen (rebuilt under compile)."""
+        if torch.compiler.is_compiling():
+            return self._build_layout(grid, device)
+        key = (grid, device)
+        if key not in self._layouts:
+            with torch.inference_mode(False):  # plain tensors, reusable outside inference mode
+                self._layouts = {key: self._build_layout(grid, device)}  # inputs of one size are the usual case
+        return self._layouts[key]
+
+    def _build_layout(self, grid: Grid, device: torch.device) -> WindowLayout:
+        plain = window_order(grid, self.window, 0, device)
+        if not (self.shift and len(self.blocks) > 1):
+            return WindowLayout(plain, None, None, None)
+        padded = (-(-grid[0] // self.window) * self.window, -(-grid[1] // self.window) * self.window)
+        mask = shifted_window_mask(padded, self.window, self.shift, device=device, dtype=torch.float32)
+        return WindowLayout(plain, window_order(grid, self.window, self.shift, device), mask, (padded, device))
 
     def forward(
         self, x: torch.Tensor, grid: Grid, need_weights: bool = False
@@ -394,27 +402,27 @@ class Swinv2Stage(nn.Module):
             and, if asked, the last block's attention probabilities (B*nW, nH, N, N), which is what
             transformers reports per stage.
         """
-        mask, mask_key = None, None
-        if self.shift and len(self.blocks) > 1:
-            padded = (-(-grid[0] // self.window) * self.window, -(-grid[1] // self.window) * self.window)
-            mask_key = (padded, x.device)
-            mask = self._masks.get(mask_key) if not torch.compiler.is_compiling() else None
-            if mask is None and torch.compiler.is_compiling():
-                mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=torch.float32)
-            elif mask is None:
-                with torch.inference_mode(False):  # a plain tensor, reusable outside inference mode
-                    mask = shifted_window_mask(padded, self.window, self.shift, device=x.device, dtype=torch.float32)
-                self._masks = {mask_key: mask}  # one grid at a time: inputs of one size are the usual case
+        layout = self.layout(grid, x.device)
         probs = None
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = checkpoint(block, x, grid, mask, need_weights, mask_key, use_reentrant=False)
+                x, probs = checkpoint(block, x, layout, need_weights, use_reentrant=False)
             else:
-                x, probs = block(x, grid, mask, need_weights, mask_key)
+                x, probs = block(x, layout, need_weights)
         if self.downsample is None:
             return x, x, grid, probs
         merged, merged_grid = self.downsample(x, grid)
         return x, merged, merged_grid, probs
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """What a stage's blocks need for one input grid, independent of the input itself."""
+
+    plain: WindowOrder  # token order of the unshifted windows
+    shifted: WindowOrder | None  # of the shifted windows (None when the stage has no shifted block)
+    mask: torch.Tensor | None  # (nW, N, N) shift mask of the padded grid, fp32
+    mask_key: object  # (padded grid, device): identifies the mask for the attention-terms cache
 
 
 # ------------------------------------------------------------------------------------ encoder
