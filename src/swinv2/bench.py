@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from swinv2.convert import to_timm
+from swinv2.kernels import cpu_has_bf16_units
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.zoo import get_variant
 
@@ -79,6 +80,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": str(device),
+        "cpu": _cpu_model(),
+        "cpu_bf16_units": cpu_has_bf16_units(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -88,6 +91,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         except ImportError:
             info[name] = None
     return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -393,6 +407,12 @@ def run(
     return report
 
 
+def _bf16_units_note(machine: dict[str, Any]) -> str:
+    if machine.get("device") != "cpu" or "cpu_bf16_units" not in machine:
+        return ""
+    return " with bf16 units" if machine["cpu_bf16_units"] else " without bf16 units (no AVX512-BF16/AMX)"
+
+
 def _timing_cell(result: dict[str, Any]) -> str:
     return f"{result['median_ms']:.1f} ({result['min_ms']:.0f}..{result['max_ms']:.0f})"
 
@@ -405,7 +425,8 @@ def to_markdown(report: Report) -> str:
     header.append("peak MB, training (" + " / ".join(names) + ")")
     lines = [
         f"**{report.variant}**, {report.image_size} px, {report.gflops_per_image:.2f} GFLOP per image (counted); "
-        f"{machine['device']} ({machine['processor']}), {machine['threads']} threads, torch {machine['torch']}, "
+        f"{machine['device']} ({machine.get('gpu') or machine.get('cpu') or machine['processor']}), "
+        f"{machine['threads']} threads{_bf16_units_note(machine)}, torch {machine['torch']}, "
         f"transformers {machine.get('transformers')}, timm {machine.get('timm')}; plain matmul "
         f"{report.matmul_gflops_per_s:.0f} GFLOP/s; median of {report.rounds} interleaved rounds (min..max).",
         "",
