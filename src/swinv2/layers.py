@@ -1,4 +1,4 @@
-"""Generic pieces of a windowed vision transformer: windows, padding, stochastic depth, MLP, activations.
+"""Generic pieces of a windowed vision transformer: window orders, padding, stochastic depth, MLP, activations.
 
 Shapes use the legend of `swinv2.models.swinv2`: B batch, H, W token grid, C channels,
 (wh, ww) window, nW windows per image.
