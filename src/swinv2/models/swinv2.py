@@ -323,7 +323,7 @@ class Swinv2Block(nn.Module):
         x = x + self.drop_path(self.norm1(attended))
         if self.training or self.mlp.implementation == "eager":
             return x + self.drop_path(self.norm2(self.mlp(x))), probs
-        hidden_bytes = 4 * self.mlp.fc1.out_features
+        hidden_bytes = 4 * self.mlp.fc1.out_features  # in eval mode drop path is the identity
         x = kernels.in_row_chunks(lambda rows, _: rows + self.norm2(self.mlp(rows)), x.view(B * L, C), hidden_bytes)
         return x.view(B, L, C), probs
 
