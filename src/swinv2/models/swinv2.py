@@ -157,7 +157,7 @@ class WindowAttention(nn.Module):
             if mask is not None:
                 bias = bias + mask.to(bias.dtype).unsqueeze(1)  # (nW, nH, N, N)
             scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (nH, 1, 1)
-        return AttentionTerms(bias.to(dtype), scale, self.qkv_bias())
+        return AttentionTerms(bias.to(dtype).contiguous(), scale, self.qkv_bias())  # contiguous: viewed per window
 
     def attention_terms(self, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype) -> AttentionTerms:
         """Bias (+ mask) in `dtype`, temperature and qkv bias; cached when nothing needs their gradient.
@@ -255,11 +255,14 @@ class WindowAttention(nn.Module):
         q, k = q.float(), k.float()  # no-ops in fp32; 16-bit q and k are normalised in fp32
         q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS))
         k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS)
-        bias = terms.bias if nW == 1 else terms.bias.repeat(B_ // nW, 1, 1, 1)  # (1 or w, nH, N, N)
+        # Windows join the head dimension, so that each window's bias (+ mask) broadcasts over the
+        # images instead of being copied once per image (an (w, nH, N, N) tensor, the size of the scores).
+        images = B_ // nW
+        q, k, v = (t.to(v.dtype).reshape(images, nW * nH, N, Dh) for t in (q, k, v))  # (images, nW*nH, N, Dh)
+        bias = terms.bias.view(1, nW * nH, N, N)
         dropout = self.attn_drop.p if self.training else 0.0
-        q, k = q.to(v.dtype), k.to(v.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)  # (w, nH, N, Dh)
-        return out.transpose(1, 2).reshape(B_, N, C)  # (w, N, C)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)  # like q
+        return out.view(B_, nH, N, Dh).transpose(1, 2).reshape(B_, N, C)  # (w, N, C)
 
 
 @dataclass(frozen=True)
