@@ -8,14 +8,14 @@ fuses on its own); everything else, and the "eager" reference path, takes plain 
   activation of the block. Its GELU is the exact (erf) one. Linears without GELU stay on MKL: oneDNN
   saves little there, and its own summation order moved the outputs ~15% further from the eager path.
 - **bf16 autocast on an x86 CPU without bf16 units (no AVX512-BF16, no AMX).** There PyTorch's bf16
-  matmul is emulated and 2-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
+  matmul is emulated and 2.5-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
   rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in fp32, and
   bf16 matmuls accumulate in fp32 anyway, so the result, rounded to bf16, is what autocast promises,
   at fp32 speed. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
-stage-1 qkv (38 MB) and MLP hidden (50 MB) tensors run at half speed for that alone; computed in
+stage-1 qkv (38 MB) and MLP hidden (50 MB) tensors run at up to half speed for that alone; computed in
 row blocks they stay small, reuse heap memory and stay in cache.
 """
 
