@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from swinv2 import Swinv2Config
@@ -65,3 +66,26 @@ def timm_model(config: Swinv2Config, seed: int = 0) -> Any:
         strict_img_size=False,  # any input size, masks built per input
     )
     return perturb_(model, seed=seed).eval()
+
+
+def natural_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random fields in [0, 1] (8x8 noise upsampled bicubically), ImageNet-normalised."""
+    low = torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (images - mean) / std  # (B, 3, size, size)
+
+
+def hf_twins(cls_name: str, config: Swinv2Config, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """A perturbed transformers model of class `cls_name` and ours loaded from its state dict, both in eval mode."""
+    import transformers
+
+    import swinv2
+
+    torch.manual_seed(seed)
+    theirs = getattr(transformers, cls_name)(hf_config(config)).eval()
+    perturb_(theirs, seed=seed)
+    ours = getattr(swinv2, cls_name)(config).eval()
+    ours.load_hf_state_dict(theirs.state_dict())
+    return theirs, ours

@@ -382,8 +382,18 @@ def run(
     rounds: int = 5,
     device: str = "cpu",
     threads: int | None = None,
+    budget_s: float | None = None,
+    on_case: Callable[[Report], None] | None = None,
 ) -> Report:
-    """Benchmark `variant` for every case; returns the report (see `to_markdown`, `asdict`)."""
+    """Benchmark `variant` for every case; returns the report (see `to_markdown`, `asdict`).
+
+    Args:
+        budget_s: seconds after which no further case is started (the ones left are named in
+            `Report.skipped`); a device lent for minutes gets its results back whole, case by case.
+        on_case: called with the report after every finished case (e.g. to write it to disk, so that
+            a run cut short still leaves what it measured).
+    """
+    started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -392,18 +402,24 @@ def run(
     probe = torch.randn(1, 3, image_size, image_size, device=dev)
     flops_per_image = count_flops(models["swinv2"].eval(), probe)
     rate_dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    rate_size = 2048 if dev.type == "cpu" else 8192  # a GPU needs the larger product to reach its peak
     report = Report(
         machine=machine_info(dev),
         variant=variant,
         image_size=image_size,
         gflops_per_image=flops_per_image / 1e9,
-        matmul_gflops_per_s=matmul_rate(dev, rate_dtype),
+        matmul_gflops_per_s=matmul_rate(dev, rate_dtype, size=rate_size),
         rounds=rounds,
         skipped=skipped,
     )
     for case in cases or (cpu_cases() if dev.type == "cpu" else gpu_cases()):
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            report.skipped.append(f"{case.name} (time budget of {budget_s:.0f} s spent)")
+            continue
         results = measure(models, case, variant, flops_per_image, rounds, dev)
         report.cases.append({"case": asdict(case), "results": {k: asdict(v) for k, v in results.items()}})
+        if on_case is not None:
+            on_case(report)
     return report
 
 
@@ -421,7 +437,8 @@ def to_markdown(report: Report) -> str:
     """A table of the report: per case, each implementation's median (min..max) and our speed-up."""
     names = [n for n in IMPLEMENTATIONS if any(n in c["results"] for c in report.cases)]
     machine = report.machine
-    header = ["case", *(f"{n} ms" for n in names), "speed-up vs faster peer", "GFLOP/s (ours)"]
+    header = ["case", *(f"{n} ms" for n in names), "speed-up vs faster peer", "images/s (ours)"]
+    header.append("GFLOP/s (ours, % of matmul)")
     header.append("peak MB, training (" + " / ".join(names) + ")")
     lines = [
         f"**{report.variant}**, {report.image_size} px, {report.gflops_per_image:.2f} GFLOP per image (counted); "
@@ -442,7 +459,8 @@ def to_markdown(report: Report) -> str:
             entry["case"]["name"],
             *(_timing_cell(results[n]) for n in names),
             f"{min(peers) / ours['median_ms']:.2f}x" if peers else "n/a",
-            f"{ours['gflops_per_s']:.0f}",
+            f"{ours['images_per_s']:.1f}",
+            f"{ours['gflops_per_s']:.0f} ({100 * ours['gflops_per_s'] / report.matmul_gflops_per_s:.0f} %)",
             " / ".join("-" if peak is None else f"{peak:.0f}" for peak in peaks),
         ]
         lines.append("| " + " | ".join(row) + " |")

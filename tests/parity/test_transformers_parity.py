@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import swinv2
-from helpers import BASE_SHAPED, TINY_SHAPED, hf_config, image_batch, perturb_
+from helpers import BASE_SHAPED, TINY_SHAPED, hf_config, hf_twins, image_batch
 from swinv2 import Swinv2Config
 
 ATOL = 1e-5
@@ -56,16 +56,6 @@ def _config(fields: dict[str, Any], **extra: Any) -> Swinv2Config:
     return Swinv2Config(**fields, drop_path_rate=0.0, **extra)
 
 
-def _twins(cls_name: str, config: Swinv2Config, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """A perturbed transformers model and ours, loaded from its state dict."""
-    torch.manual_seed(seed)
-    theirs = getattr(transformers, cls_name)(hf_config(config)).eval()
-    perturb_(theirs, seed=seed)
-    ours = getattr(swinv2, cls_name)(config).eval()
-    ours.load_hf_state_dict(theirs.state_dict())
-    return theirs, ours
-
-
 def _close(actual: Any, expected: Any) -> None:
     if isinstance(expected, (tuple, list)):
         assert len(actual) == len(expected)
@@ -77,7 +67,7 @@ def _close(actual: Any, expected: Any) -> None:
 
 @pytest.mark.parametrize(("fields", "size"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_model_outputs_match(fields: dict[str, Any], size: tuple[int, int]) -> None:
-    theirs, ours = _twins("Swinv2Model", _config(fields))
+    theirs, ours = hf_twins("Swinv2Model", _config(fields))
     x = image_batch(2, *size)
     with torch.no_grad():
         expected = theirs(x, output_hidden_states=True, output_attentions=True)
@@ -97,7 +87,7 @@ def test_model_outputs_match(fields: dict[str, Any], size: tuple[int, int]) -> N
 )
 def test_classification_logits_and_loss_match(problem_type: str | None, num_labels: int, labels: torch.Tensor) -> None:
     config = _config(dict(TINY_SHAPED, image_size=256, window_size=8), num_labels=num_labels, problem_type=problem_type)
-    theirs, ours = _twins("Swinv2ForImageClassification", config)
+    theirs, ours = hf_twins("Swinv2ForImageClassification", config)
     x = image_batch(2, 256, 256)
     with torch.no_grad():
         expected = theirs(x, labels=labels, output_hidden_states=True)
@@ -110,7 +100,7 @@ def test_classification_logits_and_loss_match(problem_type: str | None, num_labe
 @pytest.mark.parametrize("window", [8, 16])
 def test_masked_image_modeling_matches(window: int) -> None:
     config = _config(dict(TINY_SHAPED, image_size=256, window_size=window))
-    theirs, ours = _twins("Swinv2ForMaskedImageModeling", config)
+    theirs, ours = hf_twins("Swinv2ForMaskedImageModeling", config)
     x = image_batch(2, 256, 256)
     mask = torch.rand(2, 64 * 64, generator=torch.Generator().manual_seed(1)) < 0.6
     with torch.no_grad():
@@ -126,7 +116,7 @@ def test_backbone_feature_maps_match(size: tuple[int, int]) -> None:
     config = _config(
         dict(TINY_SHAPED, image_size=256, window_size=8), out_features=["stem", "stage1", "stage3", "stage4"]
     )
-    theirs, ours = _twins("Swinv2Backbone", config)
+    theirs, ours = hf_twins("Swinv2Backbone", config)
     x = image_batch(2, *size)
     with torch.no_grad():
         expected = theirs(x, output_hidden_states=True)
@@ -139,7 +129,7 @@ def test_backbone_feature_maps_match(size: tuple[int, int]) -> None:
 def test_outputs_depend_on_every_parameter() -> None:
     """Guard against a test that cannot fail: nudging any single tensor changes our output."""
     config = _config(dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4), image_size=64, window_size=4), num_labels=3)
-    _, ours = _twins("Swinv2ForImageClassification", config)
+    _, ours = hf_twins("Swinv2ForImageClassification", config)
     x = image_batch(1, 64, 64)
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
@@ -154,7 +144,7 @@ def test_outputs_depend_on_every_parameter() -> None:
 
 def test_gradients_match_in_train_mode() -> None:
     config = _config(dict(TINY_SHAPED, image_size=256, window_size=8), num_labels=4)
-    theirs, ours = _twins("Swinv2ForImageClassification", config)
+    theirs, ours = hf_twins("Swinv2ForImageClassification", config)
     theirs.train()
     ours.train()
     x = image_batch(2, 256, 256)
@@ -176,7 +166,7 @@ def test_gradients_match_in_train_mode() -> None:
 def test_directories_round_trip_both_ways(cls_name: str, tmp_path: Any) -> None:
     fields = dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), image_size=64, window_size=4, encoder_stride=8)
     config = _config(fields, num_labels=3)
-    theirs, _ = _twins(cls_name, config)
+    theirs, _ = hf_twins(cls_name, config)
     x = image_batch(2, 64, 64)
 
     theirs.save_pretrained(tmp_path / "from-transformers")

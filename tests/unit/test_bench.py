@@ -71,7 +71,8 @@ def test_markdown_table_states_the_ratio_against_the_faster_peer() -> None:
     )
     report.cases[0]["results"]["swinv2"]["profile_ms"] = {"linear, conv": 30.0, OTHER_OPS: 20.25}
     table = to_markdown(report)
-    assert "| inference b1 fp32 | 50.0 (1..3) | 60.0 (1..3) | 80.0 (1..3) | 1.20x | 10 | - / - / - |" in table
+    row = "| inference b1 fp32 | 50.0 (1..3) | 60.0 (1..3) | 80.0 (1..3) | 1.20x | 1.0 | 10 (5 %) | - / - / - |"
+    assert row in table
     assert "| case | implementation | linear, conv | elementwise, other |" in table
     assert "| inference b1 fp32 | swinv2 | 30.0 | 20.2 |" in table
     assert "11.90 GFLOP per image" in table and "plain matmul 200 GFLOP/s" in table
@@ -81,3 +82,28 @@ def test_bench_command_has_help() -> None:
     done = subprocess.run([sys.executable, "-m", "swinv2.cli", "bench", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert "--rounds" in done.stdout and "--threads" in done.stdout
+
+
+def test_run_reports_each_case_as_it_ends_and_stops_at_its_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from swinv2 import bench
+
+    def slow_measure(*args: object, **kwargs: object) -> dict:
+        time.sleep(0.2)
+        return {}
+
+    monkeypatch.setattr(bench, "build_models", lambda variant, device: ({"swinv2": torch.nn.Identity()}, []))
+    monkeypatch.setattr(bench, "count_flops", lambda model, x: 1)
+    monkeypatch.setattr(bench, "matmul_rate", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(bench, "machine_info", lambda device: {})
+    monkeypatch.setattr(bench, "measure", slow_measure)
+    cases = [Case(f"case {i}", 1, "fp32", "inference") for i in range(3)]
+    seen: list[int] = []
+    report = bench.run(cases=cases, budget_s=0.1, on_case=lambda r: seen.append(len(r.cases)))
+    assert seen == [1]  # the first case starts inside the budget, ends after it: the others are not started
+    assert [c["case"]["name"] for c in report.cases] == ["case 0"]
+    assert report.skipped == ["case 1 (time budget of 0 s spent)", "case 2 (time budget of 0 s spent)"]
+    seen.clear()
+    assert len(bench.run(cases=cases, on_case=lambda r: seen.append(len(r.cases))).cases) == 3
+    assert seen == [1, 2, 3]

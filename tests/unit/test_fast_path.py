@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers
 
-from helpers import TINY, TINY_SHAPED, hf_config, image_batch, perturb_, tiny_config
+from helpers import TINY, TINY_SHAPED, hf_config, image_batch, natural_images, perturb_, tiny_config
 from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model
 from swinv2.checkpoints import read_state_dict
 from swinv2.layers import shifted_window_mask, window_order
@@ -92,15 +91,6 @@ def _same_objects(a: list[Any], b: list[Any]) -> bool:
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
-
-
-def natural_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random fields in [0, 1] (8x8 noise upsampled bicubically), ImageNet-normalised."""
-    low = torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-    images = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (images - mean) / std  # (B, 3, size, size)
 
 
 # ------------------------------------------------------------------------------ sdpa vs eager

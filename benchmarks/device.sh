@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one prepared run for a lent GPU machine (see DEVELOPERS.md, "device"): correctness first, then
+# the side-by-side GPU benchmark. Everything lands in $OUT (default benchmarks/results): the pytest
+# log and JUnit XML of tests/gpu, and cuda-<variant>.json/.md, written after every benchmark case.
+#
+#   run: bash benchmarks/device.sh            (timeout_s 600; the benchmark stops starting cases at 330 s)
+set -u
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON=${PYTHON:-python3}
+started=$SECONDS
+
+"$PYTHON" - <<'PY' 2>&1 | tee "$OUT/device-info.txt"
+import torch, importlib
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
+for name in ("transformers", "timm", "triton"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except ImportError:
+        print(name, "missing")
+PY
+
+timeout 240 "$PYTHON" -m pytest -q -m gpu tests/gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" \
+    2>&1 | tee "$OUT/gpu-tests.txt" | tail -25
+echo "tests took $((SECONDS - started)) s"
+
+timeout $((560 - (SECONDS - started))) "$PYTHON" benchmarks/run.py --device cuda --rounds 5 --out "$OUT" \
+    --budget-s $((330 - (SECONDS - started))) 2>&1 | grep -v "^USDT\|^ERROR:.*DeviceProperties" | tee "$OUT/bench.txt"
+echo "all took $((SECONDS - started)) s"
