@@ -10,6 +10,7 @@ and named in the result.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import statistics
@@ -25,12 +26,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from swinv2 import triton_attention
 from swinv2.convert import to_timm
 from swinv2.kernels import cpu_has_bf16_units
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.zoo import get_variant
 
-IMPLEMENTATIONS = ("swinv2", "transformers", "timm")
+IMPLEMENTATIONS = ("swinv2", "swinv2-triton", "transformers", "timm")
+PEERS = ("transformers", "timm")
+TRITON = "swinv2-triton"  # ours with attn_implementation="triton": on CUDA, eager inference cases only
 
 
 @dataclass
@@ -264,12 +268,16 @@ def build_model(
 
 
 def build_models(variant: str, device: torch.device) -> tuple[dict[str, torch.nn.Module], list[str]]:
-    """Ours and each installed peer, all with the same (random) weights of `variant`."""
+    """Ours, each installed peer and, on CUDA with Triton, ours with the fused kernel; all with the same
+    (random) weights of `variant`."""
     torch.manual_seed(0)
     ours = build_model("swinv2", variant)
     models: dict[str, torch.nn.Module] = {"swinv2": ours}
     skipped = []
-    for name in IMPLEMENTATIONS[1:]:
+    if device.type == "cuda" and triton_attention.available(torch.empty(0, device=device)):
+        models[TRITON] = copy.deepcopy(ours)
+        models[TRITON].set_attn_implementation("triton")
+    for name in PEERS:
         try:
             models[name] = build_model(name, variant, weights_from=ours)
         except ImportError:
@@ -316,7 +324,12 @@ def measure(
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, 3, image_size, image_size, generator=generator).to(device)
     labels = torch.randint(0, 1000, (case.batch,), generator=generator).to(device)
-    steps = {name: _step_function(model, case, x, labels) for name, model in models.items()}
+    kernel_applies = case.mode == "inference" and not case.compiled  # else "triton" is "auto": not measured twice
+    steps = {
+        name: _step_function(model, case, x, labels)
+        for name, model in models.items()
+        if name != TRITON or kernel_applies
+    }
     times: dict[str, list[float]] = {name: [] for name in steps}
     peaks: dict[str, float | None] = {name: None for name in steps}
     for name, step in steps.items():  # warm-up (and compilation), with the memory peak of two steps
@@ -453,12 +466,15 @@ def to_markdown(report: Report) -> str:
     for entry in report.cases:
         results = entry["results"]
         ours = results["swinv2"]
-        peers = [results[n]["median_ms"] for n in names if n != "swinv2"]
-        peaks = [results[n]["peak_memory_mb"] for n in names]
+        peers = [results[n]["median_ms"] for n in names if n in PEERS and n in results]
+        peaks = [results[n]["peak_memory_mb"] if n in results else None for n in names]
+        speed_up = f"{min(peers) / ours['median_ms']:.2f}x" if peers else "n/a"
+        if peers and TRITON in results:
+            speed_up += f" (triton {min(peers) / results[TRITON]['median_ms']:.2f}x)"
         row = [
             entry["case"]["name"],
-            *(_timing_cell(results[n]) for n in names),
-            f"{min(peers) / ours['median_ms']:.2f}x" if peers else "n/a",
+            *(_timing_cell(results[n]) if n in results else "-" for n in names),
+            speed_up,
             f"{ours['images_per_s']:.1f}",
             f"{ours['gflops_per_s']:.0f} ({100 * ours['gflops_per_s'] / report.matmul_gflops_per_s:.0f} %)",
             " / ".join("-" if peak is None else f"{peak:.0f}" for peak in peaks),

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import BASE_SHAPED, TINY_SHAPED, hf_twins, image_batch, natural_images, perturb_
-from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model
+from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, triton_attention
 
 DEVICE = torch.device(os.environ.get("SWINV2_TEST_DEVICE", "cuda"))
 pytestmark = [
@@ -58,9 +58,15 @@ CASES = {
 }
 
 
+def _kernel_runs_here() -> bool:
+    return DEVICE.type == "cuda" and triton_attention.available(torch.empty(0, device=DEVICE))
+
+
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("implementation", ["eager", "auto", "sdpa"])
+@pytest.mark.parametrize("implementation", ["eager", "auto", "sdpa", "triton"])
 def test_fp32_matches_transformers_on_the_device(case: str, implementation: str) -> None:
+    if implementation == "triton" and not _kernel_runs_here():
+        pytest.skip("the Triton kernel runs on CUDA with Triton installed")
     config, size = CASES[case]
     theirs, ours = (m.to(DEVICE) for m in hf_twins("Swinv2Model", config))
     ours.set_attn_implementation(implementation)
@@ -76,9 +82,13 @@ def test_fp32_matches_transformers_on_the_device(case: str, implementation: str)
 
 
 @pytest.mark.parametrize("precision", list(HALF))
-def test_16_bit_autocast_is_as_close_to_fp32_as_transformers(precision: str) -> None:
-    """Ours ("auto": SDPA under autocast) vs transformers, each against the fp32 eager reference."""
+@pytest.mark.parametrize("implementation", ["auto", "triton"])
+def test_16_bit_autocast_is_as_close_to_fp32_as_transformers(precision: str, implementation: str) -> None:
+    """Ours ("auto": SDPA under autocast; the Triton kernel) vs transformers, each against fp32 eager."""
+    if implementation == "triton" and not _kernel_runs_here():
+        pytest.skip("the Triton kernel runs on CUDA with Triton installed")
     theirs, ours = (m.to(DEVICE) for m in hf_twins("Swinv2Model", _config()))
+    ours.set_attn_implementation(implementation)
     x = natural_images(4, 256).to(DEVICE)
     with torch.no_grad():
         reference = ours(x).last_hidden_state.double()

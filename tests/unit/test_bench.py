@@ -107,3 +107,41 @@ def test_run_reports_each_case_as_it_ends_and_stops_at_its_time_budget(monkeypat
     seen.clear()
     assert len(bench.run(cases=cases, on_case=lambda r: seen.append(len(r.cases))).cases) == 3
     assert seen == [1, 2, 3]
+
+
+def test_markdown_shows_the_kernel_column_where_it_was_measured() -> None:
+    timing = dict(min_ms=1.0, max_ms=3.0, images_per_s=1.0, gflops_per_s=10.0, peak_memory_mb=None)
+    case = dict(batch=256, precision="bf16", compiled=False)
+    report = Report(
+        machine=dict(device="cuda:0", gpu="H200", processor="x86_64", threads=2, torch="2", transformers="5", timm="1"),
+        variant="v",
+        image_size=256,
+        gflops_per_image=11.9,
+        matmul_gflops_per_s=700000.0,
+        rounds=3,
+        cases=[
+            {
+                "case": dict(case, name="inference b256 bf16", mode="inference"),
+                "results": {
+                    "swinv2": dict(timing, median_ms=50.0),
+                    "swinv2-triton": dict(timing, median_ms=40.0),
+                    "transformers": dict(timing, median_ms=100.0),
+                    "timm": dict(timing, median_ms=120.0),
+                },
+            },
+            {
+                "case": dict(case, name="train step b128 bf16", mode="train"),
+                "results": {
+                    "swinv2": dict(timing, median_ms=80.0, peak_memory_mb=900.0),
+                    "transformers": dict(timing, median_ms=100.0, peak_memory_mb=1000.0),
+                    "timm": dict(timing, median_ms=90.0, peak_memory_mb=1100.0),
+                },
+            },
+        ],
+    )
+    table = to_markdown(report)
+    assert "| case | swinv2 ms | swinv2-triton ms | transformers ms | timm ms | speed-up vs faster peer |" in table
+    inference = "| inference b256 bf16 | 50.0 (1..3) | 40.0 (1..3) | 100.0 (1..3) | 120.0 (1..3) | 2.00x (triton 2.50x)"
+    assert inference in table
+    assert "| train step b128 bf16 | 80.0 (1..3) | - | 100.0 (1..3) | 90.0 (1..3) | 1.12x |" in table
+    assert "| 900 / - / 1000 / 1100 |" in table

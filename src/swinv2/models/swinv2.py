@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from swinv2 import kernels
+from swinv2 import kernels, triton_attention
 from swinv2.config import Swinv2Config, stage_geometry
 from swinv2.layers import (
     LOGIT_SCALE_MAX,
@@ -96,7 +96,9 @@ class WindowAttention(nn.Module):
     run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
     whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
     needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
-    bias) are cached; see `attention_terms`.
+    bias) are cached; see `attention_terms`. "triton" runs inference on CUDA as one fused kernel
+    (`swinv2.triton_attention`: normalise, score, bias, softmax and weight the values from the
+    projection's output) and is "auto" wherever that kernel does not apply.
     """
 
     def __init__(
@@ -215,6 +217,9 @@ class WindowAttention(nn.Module):
         if need_weights or self.implementation == "eager":
             out, probs = self._explicit_attention(x, terms)
             return self.proj_drop(self.proj(out)), (probs if need_weights else None)
+        if self.implementation == "triton" and self._triton_applies(x):
+            qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
+            return self.proj(triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)), None
         sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
 
         def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
@@ -223,6 +228,11 @@ class WindowAttention(nn.Module):
 
         bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
         return kernels.in_row_chunks(attend, x, bytes_per_window, align=terms.bias.shape[0]), None
+
+    def _triton_applies(self, x: torch.Tensor) -> bool:
+        """The fused kernel serves inference (no gradient wanted) outside `torch.compile` where it can run."""
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return not (wants_grad or torch.compiler.is_compiling()) and triton_attention.available(x)
 
     def _explicit_attention(self, x: torch.Tensor, terms: AttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and probabilities materialised, op for op as transformers computes them.

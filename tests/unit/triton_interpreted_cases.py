@@ -1,0 +1,137 @@
+"""Values of the fused Triton window attention under Triton's CPU interpreter.
+
+Run by `test_triton_attention.py` in a process started with `TRITON_INTERPRET=1` (Triton picks the
+interpreter at its import, for the whole process); skipped when collected any other way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import image_batch, perturb_, tiny_config
+from swinv2 import Swinv2Model, triton_attention
+
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run by test_triton_attention.py under TRITON_INTERPRET=1", allow_module_level=True)
+
+# (windows, tokens per window, heads, head dim, bias windows): windows 8 (N 64), 7 (49, not a power of
+# two), 12 (144, several key blocks), 4 (16, the smallest dot); head dims 32, 24 (padded), 16.
+SHAPES = [(8, 64, 3, 32, 4), (4, 49, 2, 24, 1), (2, 144, 4, 32, 2), (2, 16, 2, 16, 2)]
+
+
+def reference(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """softmax(cos(q, k) * scale + bias) @ v in float64, heads concatenated: (B_, N, C)."""
+    B_, N, three_c = qkv.shape
+    C = three_c // 3
+    q, k, v = qkv.double().view(B_, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)  # (B_, nH, N, Dh)
+    scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale.double().view(1, -1, 1, 1)
+    scores = (scores.view(-1, bias.shape[0], num_heads, N, N) + bias.double()).view(B_, num_heads, N, N)
+    return (scores.softmax(-1) @ v).transpose(1, 2).reshape(B_, N, C)
+
+
+def inputs(windows: int, tokens: int, num_heads: int, head_dim: int, bias_windows: int, seed: int = 0) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(windows, tokens, 3 * num_heads * head_dim, generator=generator)
+    bias = 16 * torch.rand(bias_windows, num_heads, tokens, tokens, generator=generator)  # the position bias's range
+    masked = torch.rand(bias_windows, 1, tokens, tokens, generator=generator) > 0.7
+    masked[..., 0] = False  # every query keeps a key, as a shift mask does (a token sees its own region)
+    bias = bias.masked_fill(masked, -1e4)  # the shift mask's value
+    scale = 1 + 99 * torch.rand(num_heads, 1, 1, generator=generator)  # exp(logit_scale) in [1, 100]
+    return qkv, bias, scale
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"w{s[0]}-N{s[1]}-h{s[2]}-d{s[3]}-b{s[4]}" for s in SHAPES])
+def test_kernel_matches_the_formula_in_fp32(shape: tuple[int, ...]) -> None:
+    qkv, bias, scale = inputs(*shape)
+    out = triton_attention.window_attention(qkv, bias, scale, shape[2])
+    assert out.shape == (shape[0], shape[1], shape[2] * shape[3]) and out.dtype == torch.float32
+    # scores up to ~116 before exp: measured at most 6.7e-6; torch's explicit fp32 ops, up to 1.17e-5
+    torch.testing.assert_close(out.double(), reference(qkv, bias, scale, shape[2]), atol=1e-5, rtol=0)
+
+
+def reference_16_bit(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The kernel's stated 16-bit arithmetic in float64: normalised q and k, and the unnormalised
+    probabilities, rounded to qkv's dtype; the rest exact."""
+    B_, N, three_c = qkv.shape
+    C = three_c // 3
+    q, k, v = qkv.float().view(B_, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)  # (B_, nH, N, Dh)
+    q, k = (F.normalize(t, dim=-1).to(qkv.dtype).double() for t in (q, k))
+    scores = q @ k.transpose(-2, -1) * scale.double().view(1, -1, 1, 1)
+    scores = (scores.view(-1, bias.shape[0], num_heads, N, N) + bias.double()).view(B_, num_heads, N, N)
+    unnormalised = (scores - scores.amax(-1, keepdim=True)).exp()
+    out = unnormalised.to(qkv.dtype).double() @ v.double() / unnormalised.sum(-1, keepdim=True)
+    return out.transpose(1, 2).reshape(B_, N, C)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"w{s[0]}-N{s[1]}-h{s[2]}-d{s[3]}-b{s[4]}" for s in SHAPES])
+def test_kernel_in_fp16_follows_its_stated_rounding(shape: tuple[int, ...]) -> None:
+    qkv, bias, scale = inputs(*shape)
+    qkv, bias = qkv.half(), bias.half()
+    out = triton_attention.window_attention(qkv, bias, scale, shape[2])
+    assert out.dtype == torch.float16
+    expected = reference_16_bit(qkv, bias, scale, shape[2])
+    # Left: summation order, the output's fp16 rounding (|out| < 4: ulp 2^-9) and, past one key block,
+    # probabilities rounded against the running row maximum. Measured: <= 1.0e-3 with one key block
+    # (N <= 64), 3.4e-3 with three (N = 144).
+    torch.testing.assert_close(out.double(), expected, atol=2e-3 if shape[1] <= 64 else 6e-3, rtol=0)
+
+
+def test_kernel_reads_a_strided_projection_and_rejects_a_wrong_bias() -> None:
+    qkv, bias, scale = inputs(*SHAPES[0])
+    wide = torch.cat([qkv, torch.randn_like(qkv)], dim=-1)[..., : qkv.shape[-1]]  # rows strided by 6C
+    torch.testing.assert_close(
+        triton_attention.window_attention(wide, bias, scale, 3), triton_attention.window_attention(qkv, bias, scale, 3)
+    )
+    with pytest.raises(ValueError, match=r"bias \(4, 3, 64, 64\) does not fit 8 windows of 64 tokens and 2 heads"):
+        triton_attention.window_attention(qkv, bias, scale, 2)
+    with pytest.raises(ValueError, match="does not fit 6 windows"):
+        triton_attention.window_attention(qkv[:6], bias, scale, 3)
+
+
+@pytest.fixture
+def interpreted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the kernel's calls."""
+    calls: list[int] = []
+    original = triton_attention.window_attention
+
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(triton_attention, "window_attention", counted)
+    return calls
+
+
+def test_model_with_the_kernel_matches_eager(interpreted: list[int]) -> None:
+    torch.manual_seed(0)
+    model = perturb_(Swinv2Model(tiny_config(attn_implementation="triton"))).eval()
+    x = image_batch(1, 60, 52)  # padded grids, shifted windows with masks, both stages
+    with torch.no_grad():
+        actual = model(x, output_hidden_states=True)
+        blocks = len(interpreted)
+        model.set_attn_implementation("eager")
+        expected = model(x, output_hidden_states=True)
+    assert blocks == sum(model.config.depths)
+    for a, e in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=0)
+
+
+def test_kernel_is_left_out_where_it_does_not_apply(interpreted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = perturb_(Swinv2Model(tiny_config(attn_implementation="triton"))).eval()
+    x = image_batch(1, 64, 64)
+    with torch.no_grad():
+        expected = model(x).last_hidden_state
+    interpreted.clear()
+    model(x).last_hidden_state.sum().backward()  # gradients wanted: the "auto" path
+    assert not interpreted
+    monkeypatch.delenv("TRITON_INTERPRET")  # a CPU without the interpreter
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).last_hidden_state, expected, atol=1e-5, rtol=0)
+    assert not interpreted
