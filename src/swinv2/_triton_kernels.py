@@ -1,12 +1,21 @@
-"""The Triton kernel behind `swinv2.triton_attention` (imported only when it runs; needs Triton).
+"""The Triton kernels behind `swinv2.triton_attention` (imported only when they run; needs Triton).
 
-Triton decides at its own import whether kernels compile for the GPU or run in its CPU interpreter
-(`TRITON_INTERPRET=1`, for tests without a GPU); a process is one or the other.
+Per window w and head h, with q, k, v (N, Dh) read from the projection's output:
+    qn, kn = q / max(|q|, eps), k / max(|k|, eps)          (rows)
+    s = (qn @ kn^T) * scale[h] + bias[w % nWb, h]           p = softmax(s)        o = p @ v
+Backward, from dO (flash attention 2's recomputation, with the cosine's and the bias's terms):
+    delta = rowsum(dO * o)    dv = p^T @ dO    ds = p * (dO @ v^T - delta)
+    dbias[w % nWb, h] += ds   dscale[h] += sum(ds * cos)   dqn = scale * ds @ kn   dkn = scale * ds^T @ qn
+    dq = (dqn - qn * rowsum(dqn * qn)) / max(|q|, eps)      (likewise dk; dq = dqn / eps where |q| <= eps)
+
+All tensors are contiguous: qkv and dqkv (B_, N, 3C), bias (nWb, nH, N, N), out and dout (B_, N, C),
+lse and delta (B_, nH, N) fp32. Triton decides at its own import whether kernels compile for the GPU
+or run in its CPU interpreter (`TRITON_INTERPRET=1`, for tests without a GPU); a process is one or
+the other.
 """
 
-# Triton's conventions: upper-case compile-time constants and shape names (N803); `if` on a constexpr
-# picks code at compile time, clearer than a conditional expression (SIM108).
-# ruff: noqa: N803, SIM108
+# Triton's conventions: upper-case compile-time constants and shape names.
+# ruff: noqa: N803
 
 from __future__ import annotations
 
@@ -17,43 +26,61 @@ NORM_EPS: tl.constexpr = tl.constexpr(1e-12)  # F.normalize's floor on the norm,
 
 
 @triton.jit
+def _unit_rows(x):
+    """x / max(|x|, eps) per row, fp32."""
+    return x / tl.maximum(tl.sqrt(tl.sum(x * x, axis=1)), NORM_EPS)[:, None]
+
+
+@triton.jit
+def _unit_rows_backward(grad, x):
+    """The gradient at x of `_unit_rows`, given the gradient at its output (fp32)."""
+    norm = tl.sqrt(tl.sum(x * x, axis=1))
+    clamped = tl.maximum(norm, NORM_EPS)
+    unit = x / clamped[:, None]
+    through_norm = (grad - unit * tl.sum(grad * unit, axis=1)[:, None]) / clamped[:, None]
+    return tl.where((norm >= NORM_EPS)[:, None], through_norm, grad / NORM_EPS)
+
+
+@triton.jit
+def _dot(a, b, IEEE_FP32: tl.constexpr):
+    """a @ b accumulated in fp32; IEEE fp32 products for fp32 operands (no TF32)."""
+    if IEEE_FP32:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
 def window_attention_forward(
-    qkv_ptr,  # (B_, N, 3C), last dim contiguous
-    bias_ptr,  # (nWb, nH, N, N), last dim contiguous
-    scale_ptr,  # (nH,) fp32
-    out_ptr,  # (B_, N, C), last dim contiguous
+    qkv_ptr,
+    bias_ptr,
+    scale_ptr,
+    out_ptr,
+    lse_ptr,
     N,
-    C,
     num_heads,
     bias_windows,
-    stride_qkv_w,
-    stride_qkv_n,
-    stride_bias_w,
-    stride_bias_h,
-    stride_bias_m,
-    stride_out_w,
-    stride_out_n,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     IEEE_FP32: tl.constexpr,
+    STORE_LSE: tl.constexpr,
 ):
     """One (query block, window, head): normalise, score, online softmax, weight the values, store."""
     window_head = tl.program_id(1)
     window = window_head // num_heads
     head = window_head % num_heads
+    C = num_heads * HEAD_DIM
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
     dims = tl.arange(0, BLOCK_D)  # (BLOCK_D,) channels of the head
     row_ok = rows < N
     dim_ok = dims < HEAD_DIM
-    head_base = qkv_ptr + window * stride_qkv_w + head * HEAD_DIM
-    q = tl.load(
-        head_base + rows[:, None] * stride_qkv_n + dims[None, :], mask=row_ok[:, None] & dim_ok[None, :], other=0.0
-    ).to(tl.float32)  # (BLOCK_M, BLOCK_D)
-    q = (q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), NORM_EPS)[:, None]).to(qkv_ptr.dtype.element_ty)
+    head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
+    q_mask = row_ok[:, None] & dim_ok[None, :]
+    q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+    qn = _unit_rows(q.to(tl.float32)).to(q.dtype)  # (BLOCK_M, BLOCK_D)
     scale = tl.load(scale_ptr + head)
-    bias_base = bias_ptr + (window % bias_windows) * stride_bias_w + head * stride_bias_h
+    bias_base = bias_ptr + ((window % bias_windows) * num_heads + head) * N * N
     row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     row_sum = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
@@ -61,32 +88,153 @@ def window_attention_forward(
         cols = start + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
         col_ok = cols < N
         kv_mask = col_ok[:, None] & dim_ok[None, :]
-        k = tl.load(head_base + C + cols[:, None] * stride_qkv_n + dims[None, :], mask=kv_mask, other=0.0)
-        k = k.to(tl.float32)  # (BLOCK_N, BLOCK_D)
-        k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), NORM_EPS)[:, None]).to(qkv_ptr.dtype.element_ty)
-        v = tl.load(head_base + 2 * C + cols[:, None] * stride_qkv_n + dims[None, :], mask=kv_mask, other=0.0)
-        if IEEE_FP32:
-            cosine = tl.dot(q, tl.trans(k), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
-        else:
-            cosine = tl.dot(q, tl.trans(k))
-        bias = tl.load(
-            bias_base + rows[:, None] * stride_bias_m + cols[None, :],
-            mask=row_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        scores = tl.where(col_ok[None, :], cosine * scale + bias, float("-inf"))
+        k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        kn = _unit_rows(k.to(tl.float32)).to(k.dtype)  # (BLOCK_N, BLOCK_D)
+        v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
+        bias = tl.load(bias_base + rows[:, None] * N + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        scores = tl.where(col_ok[None, :], cosine * scale + bias.to(tl.float32), float("-inf"))
         new_max = tl.maximum(row_max, tl.max(scores, axis=1))
         rescale = tl.exp(row_max - new_max)
         probs = tl.exp(scores - new_max[:, None])  # (BLOCK_M, BLOCK_N), unnormalised
         row_sum = row_sum * rescale + tl.sum(probs, axis=1)
-        if IEEE_FP32:
-            acc = acc * rescale[:, None] + tl.dot(probs, v.to(tl.float32), input_precision="ieee")
-        else:
-            acc = acc * rescale[:, None] + tl.dot(probs.to(v.dtype), v)
+        acc = acc * rescale[:, None] + _dot(probs.to(v.dtype), v, IEEE_FP32)
         row_max = new_max
     out = acc / row_sum[:, None]
     tl.store(
-        out_ptr + window * stride_out_w + rows[:, None] * stride_out_n + head * HEAD_DIM + dims[None, :],
+        out_ptr + window * N * C + rows[:, None] * C + head * HEAD_DIM + dims[None, :],
         out.to(out_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & dim_ok[None, :],
+        mask=q_mask,
+    )
+    if STORE_LSE:
+        tl.store(lse_ptr + window_head * N + rows, row_max + tl.log(row_sum), mask=row_ok)
+
+
+@triton.jit
+def window_attention_backward_kv(
+    qkv_ptr,
+    bias_ptr,
+    scale_ptr,
+    dout_ptr,
+    lse_ptr,
+    delta_ptr,
+    dqkv_ptr,
+    dbias_ptr,
+    dscale_ptr,
+    N,
+    num_heads,
+    bias_windows,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+):
+    """One (key block, window, head): dk and dv over all queries; dbias and dscale added atomically."""
+    window_head = tl.program_id(1)
+    window = window_head // num_heads
+    head = window_head % num_heads
+    C = num_heads * HEAD_DIM
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
+    dims = tl.arange(0, BLOCK_D)
+    col_ok = cols < N
+    dim_ok = dims < HEAD_DIM
+    kv_mask = col_ok[:, None] & dim_ok[None, :]
+    head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
+    k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+    k32 = k.to(tl.float32)  # (BLOCK_N, BLOCK_D)
+    kn = _unit_rows(k32).to(k.dtype)
+    v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+    scale = tl.load(scale_ptr + head)
+    bias_offset = ((window % bias_windows) * num_heads + head) * N * N
+    dkn = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dscale = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for start in range(0, N, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
+        row_ok = rows < N
+        pair_ok = row_ok[:, None] & col_ok[None, :]
+        q_mask = row_ok[:, None] & dim_ok[None, :]
+        q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+        qn = _unit_rows(q.to(tl.float32)).to(q.dtype)  # (BLOCK_M, BLOCK_D)
+        dout = tl.load(
+            dout_ptr + window * N * C + rows[:, None] * C + head * HEAD_DIM + dims[None, :], mask=q_mask, other=0.0
+        )
+        lse = tl.load(lse_ptr + window_head * N + rows, mask=row_ok, other=0.0)
+        delta = tl.load(delta_ptr + window_head * N + rows, mask=row_ok, other=0.0)
+        cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
+        bias = tl.load(bias_ptr + bias_offset + rows[:, None] * N + cols[None, :], mask=pair_ok, other=0.0)
+        probs = tl.where(pair_ok, tl.exp(cosine * scale + bias.to(tl.float32) - lse[:, None]), 0.0)
+        dv += _dot(tl.trans(probs.to(dout.dtype)), dout, IEEE_FP32)
+        dprobs = _dot(dout, tl.trans(v), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
+        dscores = probs * (dprobs - delta[:, None])
+        tl.atomic_add(dbias_ptr + bias_offset + rows[:, None] * N + cols[None, :], dscores, mask=pair_ok)
+        dscale += dscores * cosine
+        dkn += _dot(tl.trans((dscores * scale).to(qn.dtype)), qn, IEEE_FP32)
+    tl.atomic_add(dscale_ptr + head, tl.sum(tl.sum(dscale, axis=1), axis=0))
+    dk = _unit_rows_backward(dkn, k32)
+    dhead_base = dqkv_ptr + window * N * 3 * C + head * HEAD_DIM
+    tl.store(dhead_base + C + cols[:, None] * 3 * C + dims[None, :], dk.to(dqkv_ptr.dtype.element_ty), mask=kv_mask)
+    tl.store(dhead_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], dv.to(dqkv_ptr.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def window_attention_backward_q(
+    qkv_ptr,
+    bias_ptr,
+    scale_ptr,
+    dout_ptr,
+    lse_ptr,
+    delta_ptr,
+    dqkv_ptr,
+    N,
+    num_heads,
+    bias_windows,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE_FP32: tl.constexpr,
+):
+    """One (query block, window, head): dq over all keys."""
+    window_head = tl.program_id(1)
+    window = window_head // num_heads
+    head = window_head % num_heads
+    C = num_heads * HEAD_DIM
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    dim_ok = dims < HEAD_DIM
+    q_mask = row_ok[:, None] & dim_ok[None, :]
+    head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
+    q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+    q32 = q.to(tl.float32)  # (BLOCK_M, BLOCK_D)
+    qn = _unit_rows(q32).to(q.dtype)
+    dout = tl.load(
+        dout_ptr + window * N * C + rows[:, None] * C + head * HEAD_DIM + dims[None, :], mask=q_mask, other=0.0
+    )
+    lse = tl.load(lse_ptr + window_head * N + rows, mask=row_ok, other=0.0)
+    delta = tl.load(delta_ptr + window_head * N + rows, mask=row_ok, other=0.0)
+    scale = tl.load(scale_ptr + head)
+    bias_base = bias_ptr + ((window % bias_windows) * num_heads + head) * N * N
+    dqn = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
+        col_ok = cols < N
+        pair_ok = row_ok[:, None] & col_ok[None, :]
+        kv_mask = col_ok[:, None] & dim_ok[None, :]
+        k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        kn = _unit_rows(k.to(tl.float32)).to(k.dtype)  # (BLOCK_N, BLOCK_D)
+        v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
+        bias = tl.load(bias_base + rows[:, None] * N + cols[None, :], mask=pair_ok, other=0.0)
+        probs = tl.where(pair_ok, tl.exp(cosine * scale + bias.to(tl.float32) - lse[:, None]), 0.0)
+        dprobs = _dot(dout, tl.trans(v), IEEE_FP32)
+        dscores = probs * (dprobs - delta[:, None])
+        dqn += _dot((dscores * scale).to(kn.dtype), kn, IEEE_FP32)
+    dq = _unit_rows_backward(dqn, q32)
+    tl.store(
+        dqkv_ptr + window * N * 3 * C + head * HEAD_DIM + rows[:, None] * 3 * C + dims[None, :],
+        dq.to(dqkv_ptr.dtype.element_ty),
+        mask=q_mask,
     )

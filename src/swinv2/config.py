@@ -91,10 +91,10 @@ class Swinv2Config:
             transformers' arithmetic), "sdpa" (fused `scaled_dot_product_attention`: its own
             summation order, less memory) or "auto" (the default: explicit scores in fp32/fp64,
             SDPA in bf16/fp16). "sdpa" and "auto" also take the faster inference kernels of
-            `swinv2.kernels`. "triton": one fused Triton kernel per attention in inference on CUDA
-            (`swinv2.triton_attention`; opt-in until measured on a GPU), "auto" elsewhere (training,
-            CPU, `torch.compile`, no Triton). A runtime choice, as in transformers; not written to
-            config.json.
+            `swinv2.kernels`. "triton": one fused Triton kernel per attention on CUDA, forward and
+            backward (`swinv2.triton_attention`; opt-in until measured on a GPU), "auto" elsewhere
+            (CPU, `torch.compile`, attention dropout in training, no Triton). A runtime choice, as
+            in transformers; not written to config.json.
         extra: Keys of a loaded config.json this library does not use, written back unchanged.
 
     Example:

@@ -54,6 +54,8 @@ def _block(size: int, cap: int) -> int:
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Scaled cosine window attention of the fused projection's output, before the output projection.
 
+    Differentiable in qkv, bias and scale (a fused backward; nothing of size (N, N) per window is kept).
+
     Args:
         qkv: (B_, N, 3C) projection output, B_ = images * nW; q, k, v are its thirds, heads
             contiguous within each.
@@ -64,44 +66,74 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
     Returns:
         (B_, N, C) in qkv's dtype: softmax(cos(q, k) * scale + bias) @ v, heads concatenated.
     """
-    B_, N, three_c = qkv.shape
-    C = three_c // 3
-    head_dim = C // num_heads
+    B_, N, _ = qkv.shape
     if bias.shape[1:] != (num_heads, N, N) or B_ % bias.shape[0]:
         raise ValueError(f"bias {tuple(bias.shape)} does not fit {B_} windows of {N} tokens and {num_heads} heads")
-    qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
-    bias = bias if bias.stride(-1) == 1 else bias.contiguous()
-    scale = scale.reshape(num_heads).float().contiguous()
-    out = qkv.new_empty((B_, N, C))
-    block = _block(N, 64)
-    grid = (triton_cdiv(N, block), B_ * num_heads)
-    from swinv2 import _triton_kernels
-
-    _triton_kernels.window_attention_forward[grid](
-        qkv,
-        bias,
-        scale,
-        out,
-        N,
-        C,
-        num_heads,
-        bias.shape[0],
-        qkv.stride(0),
-        qkv.stride(1),
-        bias.stride(0),
-        bias.stride(1),
-        bias.stride(2),
-        out.stride(0),
-        out.stride(1),
-        HEAD_DIM=head_dim,
-        BLOCK_D=_block(head_dim, 256),
-        BLOCK_M=block,
-        BLOCK_N=block,
-        IEEE_FP32=qkv.dtype == torch.float32,
-    )
-    return out
+    return _WindowAttention.apply(qkv.contiguous(), bias.contiguous(), scale.reshape(num_heads).float(), num_heads)
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for positive ints."""
-    return -(-a // b)
+class _WindowAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        qkv: torch.Tensor,
+        bias: torch.Tensor,
+        scale: torch.Tensor,
+        num_heads: int,
+    ) -> torch.Tensor:
+        from swinv2 import _triton_kernels
+
+        B_, N, three_c = qkv.shape
+        shapes = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
+        scale = scale.contiguous()
+        out = qkv.new_empty((B_, N, three_c // 3))  # (B_, N, C)
+        keep = any(ctx.needs_input_grad[:3])
+        lse = torch.empty((B_, num_heads, N), device=qkv.device, dtype=torch.float32) if keep else out
+        _triton_kernels.window_attention_forward[shapes.grid(B_ * num_heads)](
+            qkv, bias, scale, out, lse, N, num_heads, bias.shape[0], STORE_LSE=keep, **shapes.constants
+        )
+        if keep:
+            ctx.save_for_backward(qkv, bias, scale, out, lse)
+            ctx.num_heads = num_heads
+        return out
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, dout: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        from swinv2 import _triton_kernels
+
+        qkv, bias, scale, out, lse = ctx.saved_tensors
+        num_heads = ctx.num_heads
+        B_, N, three_c = qkv.shape
+        shapes = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
+        dout = dout.contiguous()
+        delta = (dout.float() * out.float()).view(B_, N, num_heads, -1).sum(-1).transpose(1, 2).contiguous()
+        dqkv = torch.empty_like(qkv)  # every element written: k, v by the first kernel, q by the second
+        dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
+        dscale = torch.zeros_like(scale)
+        grid = shapes.grid(B_ * num_heads)
+        common = (qkv, bias, scale, dout, lse, delta, dqkv)
+        _triton_kernels.window_attention_backward_kv[grid](
+            *common, dbias, dscale, N, num_heads, bias.shape[0], **shapes.constants
+        )
+        _triton_kernels.window_attention_backward_q[grid](*common, N, num_heads, bias.shape[0], **shapes.constants)
+        return dqkv, dbias.to(bias.dtype), dscale, None
+
+
+class _Launch:
+    """Block sizes and grid of the kernels for windows of `tokens` tokens and heads of `head_dim` channels."""
+
+    def __init__(self, tokens: int, head_dim: int, dtype: torch.dtype) -> None:
+        self.block = _block(tokens, 64)
+        self.blocks = -(-tokens // self.block)
+        self.constants = dict(
+            HEAD_DIM=head_dim,
+            BLOCK_D=_block(head_dim, 256),
+            BLOCK_M=self.block,
+            BLOCK_N=self.block,
+            IEEE_FP32=dtype == torch.float32,
+        )
+
+    def grid(self, window_heads: int) -> tuple[int, int]:
+        return (self.blocks, window_heads)

@@ -156,7 +156,7 @@ def test_training_gradients_of_each_implementation() -> None:
     labels = torch.tensor([0, 3, 5, 9], device=DEVICE)
     model.set_attn_implementation("eager")
     reference = _gradients(model, x, labels, "fp32")
-    for implementation in ("auto", "sdpa"):
+    for implementation in ("auto", "sdpa", "triton") if _kernel_runs_here() else ("auto", "sdpa"):
         model.set_attn_implementation(implementation)
         grads = _gradients(model, x, labels, "fp32")
         for name, grad in reference.items():
@@ -164,8 +164,12 @@ def test_training_gradients_of_each_implementation() -> None:
             assert _max_diff(grads[name], grad) <= 1e-4 * scale, (implementation, name)
 
 
-def test_bf16_training_gradients_are_as_close_to_fp32_as_transformers() -> None:
+@pytest.mark.parametrize("implementation", ["auto", "triton"])
+def test_bf16_training_gradients_are_as_close_to_fp32_as_transformers(implementation: str) -> None:
+    if implementation == "triton" and not _kernel_runs_here():
+        pytest.skip("the Triton kernel runs on CUDA with Triton installed")
     theirs, ours = (m.train().to(DEVICE) for m in hf_twins("Swinv2ForImageClassification", _config(num_labels=10)))
+    ours.set_attn_implementation(implementation)
     x = natural_images(4, 256).to(DEVICE)
     labels = torch.tensor([0, 3, 5, 9], device=DEVICE)
     reference = ours.to_hf_names(_gradients(ours, x, labels, "fp32"))

@@ -27,24 +27,31 @@ def test_values_under_the_interpreter() -> None:
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
 
 
+FP32_POINTERS = {"scale_ptr", "lse_ptr", "delta_ptr", "dbias_ptr", "dscale_ptr"}  # the rest: the input dtype
+KERNELS = ["window_attention_forward", "window_attention_backward_kv", "window_attention_backward_q"]
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="compiles for the GPU, not interpreted")
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("arch", [90, 80])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize(("head_dim", "block"), [(32, 64), (24, 16)])
-def test_kernel_compiles_for_the_gpu(arch: int, dtype: str, head_dim: int, block: int) -> None:
+def test_kernel_compiles_for_the_gpu(kernel: str, arch: int, dtype: str, head_dim: int, block: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from swinv2._triton_kernels import window_attention_forward
+    from swinv2 import _triton_kernels
 
-    names = window_attention_forward.arg_names
+    function = getattr(_triton_kernels, kernel)
+    names = function.arg_names
     constants = dict(HEAD_DIM=head_dim, BLOCK_D=32, BLOCK_M=block, BLOCK_N=block, IEEE_FP32=dtype == "fp32")
+    if "STORE_LSE" in names:
+        constants["STORE_LSE"] = True
     signature = {name: "i32" for name in names}
-    signature.update(qkv_ptr=f"*{dtype}", bias_ptr=f"*{dtype}", scale_ptr="*fp32", out_ptr=f"*{dtype}")
+    pointers = [name for name in names if name.endswith("_ptr")]
+    signature.update({name: f"*{'fp32' if name in FP32_POINTERS else dtype}" for name in pointers})
     signature.update(dict.fromkeys(constants, "constexpr"))
-    source = ASTSource(
-        window_attention_forward, signature, constexprs={(names.index(k),): v for k, v in constants.items()}
-    )
+    source = ASTSource(function, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32))
     assert compiled.asm["cubin"]  # ptxas built machine code for the architecture
     assert compiled.metadata.shared <= 163 * 1024  # fits an sm_80/sm_90 block's shared memory

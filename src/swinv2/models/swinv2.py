@@ -96,9 +96,10 @@ class WindowAttention(nn.Module):
     run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
     whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
     needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
-    bias) are cached; see `attention_terms`. "triton" runs inference on CUDA as one fused kernel
-    (`swinv2.triton_attention`: normalise, score, bias, softmax and weight the values from the
-    projection's output) and is "auto" wherever that kernel does not apply.
+    bias) are cached; see `attention_terms`. "triton" runs each attention on CUDA as one fused kernel
+    with a fused backward (`swinv2.triton_attention`: normalise, score, bias, softmax and weight the
+    values straight from the projection's output) and is "auto" where it does not apply (CPU,
+    `torch.compile`, attention dropout in training).
     """
 
     def __init__(
@@ -230,9 +231,9 @@ class WindowAttention(nn.Module):
         return kernels.in_row_chunks(attend, x, bytes_per_window, align=terms.bias.shape[0]), None
 
     def _triton_applies(self, x: torch.Tensor) -> bool:
-        """The fused kernel serves inference (no gradient wanted) outside `torch.compile` where it can run."""
-        wants_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return not (wants_grad or torch.compiler.is_compiling()) and triton_attention.available(x)
+        """The fused kernel runs where Triton can (CUDA), outside `torch.compile`, without attention dropout."""
+        dropout = self.training and self.attn_drop.p > 0
+        return not (dropout or torch.compiler.is_compiling()) and triton_attention.available(x)
 
     def _explicit_attention(self, x: torch.Tensor, terms: AttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and probabilities materialised, op for op as transformers computes them.
