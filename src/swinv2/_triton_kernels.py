@@ -50,6 +50,22 @@ def _dot(a, b, IEEE_FP32: tl.constexpr):
 
 
 @triton.jit
+def _load_tile(ptr, rows, cols, row_stride, mask):
+    """ptr[rows[:, None] * row_stride + cols[None, :]], zeros where `mask` is false."""
+    return tl.load(ptr + rows[:, None] * row_stride + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP32: tl.constexpr):
+    """Recompute one (query block, key block) tile of a window: its cosines, probabilities (from the
+    saved log-sum-exp) and the gradient at its scores."""
+    cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
+    probs = tl.where(pair_ok, tl.exp(cosine * scale + bias.to(tl.float32) - lse[:, None]), 0.0)
+    dprobs = _dot(dout, tl.trans(v), IEEE_FP32)
+    return cosine, probs, probs * (dprobs - delta[:, None])
+
+
+@triton.jit
 def window_attention_forward(
     qkv_ptr,
     bias_ptr,
@@ -77,7 +93,7 @@ def window_attention_forward(
     dim_ok = dims < HEAD_DIM
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
     q_mask = row_ok[:, None] & dim_ok[None, :]
-    q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+    q = _load_tile(head_base, rows, dims, 3 * C, q_mask)
     qn = _unit_rows(q.to(tl.float32)).to(q.dtype)  # (BLOCK_M, BLOCK_D)
     scale = tl.load(scale_ptr + head)
     bias_base = bias_ptr + ((window % bias_windows) * num_heads + head) * N * N
@@ -88,11 +104,11 @@ def window_attention_forward(
         cols = start + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
         col_ok = cols < N
         kv_mask = col_ok[:, None] & dim_ok[None, :]
-        k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        k = _load_tile(head_base + C, cols, dims, 3 * C, kv_mask)
         kn = _unit_rows(k.to(tl.float32)).to(k.dtype)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        v = _load_tile(head_base + 2 * C, cols, dims, 3 * C, kv_mask)
         cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
-        bias = tl.load(bias_base + rows[:, None] * N + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        bias = _load_tile(bias_base, rows, cols, N, row_ok[:, None] & col_ok[None, :])
         scores = tl.where(col_ok[None, :], cosine * scale + bias.to(tl.float32), float("-inf"))
         new_max = tl.maximum(row_max, tl.max(scores, axis=1))
         rescale = tl.exp(row_max - new_max)
@@ -141,10 +157,10 @@ def window_attention_backward_kv(
     dim_ok = dims < HEAD_DIM
     kv_mask = col_ok[:, None] & dim_ok[None, :]
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
-    k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+    k = _load_tile(head_base + C, cols, dims, 3 * C, kv_mask)
     k32 = k.to(tl.float32)  # (BLOCK_N, BLOCK_D)
     kn = _unit_rows(k32).to(k.dtype)
-    v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+    v = _load_tile(head_base + 2 * C, cols, dims, 3 * C, kv_mask)
     scale = tl.load(scale_ptr + head)
     bias_offset = ((window % bias_windows) * num_heads + head) * N * N
     dkn = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
@@ -155,19 +171,14 @@ def window_attention_backward_kv(
         row_ok = rows < N
         pair_ok = row_ok[:, None] & col_ok[None, :]
         q_mask = row_ok[:, None] & dim_ok[None, :]
-        q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+        q = _load_tile(head_base, rows, dims, 3 * C, q_mask)
         qn = _unit_rows(q.to(tl.float32)).to(q.dtype)  # (BLOCK_M, BLOCK_D)
-        dout = tl.load(
-            dout_ptr + window * N * C + rows[:, None] * C + head * HEAD_DIM + dims[None, :], mask=q_mask, other=0.0
-        )
+        dout = _load_tile(dout_ptr + window * N * C + head * HEAD_DIM, rows, dims, C, q_mask)
         lse = tl.load(lse_ptr + window_head * N + rows, mask=row_ok, other=0.0)
         delta = tl.load(delta_ptr + window_head * N + rows, mask=row_ok, other=0.0)
-        cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
-        bias = tl.load(bias_ptr + bias_offset + rows[:, None] * N + cols[None, :], mask=pair_ok, other=0.0)
-        probs = tl.where(pair_ok, tl.exp(cosine * scale + bias.to(tl.float32) - lse[:, None]), 0.0)
+        bias = _load_tile(bias_ptr + bias_offset, rows, cols, N, pair_ok)
+        cosine, probs, dscores = _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP32)
         dv += _dot(tl.trans(probs.to(dout.dtype)), dout, IEEE_FP32)
-        dprobs = _dot(dout, tl.trans(v), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
-        dscores = probs * (dprobs - delta[:, None])
         tl.atomic_add(dbias_ptr + bias_offset + rows[:, None] * N + cols[None, :], dscores, mask=pair_ok)
         dscale += dscores * cosine
         dkn += _dot(tl.trans((dscores * scale).to(qn.dtype)), qn, IEEE_FP32)
@@ -207,12 +218,10 @@ def window_attention_backward_q(
     dim_ok = dims < HEAD_DIM
     q_mask = row_ok[:, None] & dim_ok[None, :]
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
-    q = tl.load(head_base + rows[:, None] * 3 * C + dims[None, :], mask=q_mask, other=0.0)
+    q = _load_tile(head_base, rows, dims, 3 * C, q_mask)
     q32 = q.to(tl.float32)  # (BLOCK_M, BLOCK_D)
     qn = _unit_rows(q32).to(q.dtype)
-    dout = tl.load(
-        dout_ptr + window * N * C + rows[:, None] * C + head * HEAD_DIM + dims[None, :], mask=q_mask, other=0.0
-    )
+    dout = _load_tile(dout_ptr + window * N * C + head * HEAD_DIM, rows, dims, C, q_mask)
     lse = tl.load(lse_ptr + window_head * N + rows, mask=row_ok, other=0.0)
     delta = tl.load(delta_ptr + window_head * N + rows, mask=row_ok, other=0.0)
     scale = tl.load(scale_ptr + head)
@@ -223,14 +232,11 @@ def window_attention_backward_q(
         col_ok = cols < N
         pair_ok = row_ok[:, None] & col_ok[None, :]
         kv_mask = col_ok[:, None] & dim_ok[None, :]
-        k = tl.load(head_base + C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
+        k = _load_tile(head_base + C, cols, dims, 3 * C, kv_mask)
         kn = _unit_rows(k.to(tl.float32)).to(k.dtype)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(head_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], mask=kv_mask, other=0.0)
-        cosine = _dot(qn, tl.trans(kn), IEEE_FP32)  # (BLOCK_M, BLOCK_N)
-        bias = tl.load(bias_base + rows[:, None] * N + cols[None, :], mask=pair_ok, other=0.0)
-        probs = tl.where(pair_ok, tl.exp(cosine * scale + bias.to(tl.float32) - lse[:, None]), 0.0)
-        dprobs = _dot(dout, tl.trans(v), IEEE_FP32)
-        dscores = probs * (dprobs - delta[:, None])
+        v = _load_tile(head_base + 2 * C, cols, dims, 3 * C, kv_mask)
+        bias = _load_tile(bias_base, rows, cols, N, pair_ok)
+        _, _, dscores = _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP32)
         dqn += _dot((dscores * scale).to(kn.dtype), kn, IEEE_FP32)
     dq = _unit_rows_backward(dqn, q32)
     tl.store(
