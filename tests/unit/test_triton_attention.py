@@ -31,11 +31,14 @@ FP32_POINTERS = {"scale_ptr", "lse_ptr", "delta_ptr", "dbias_ptr", "dscale_ptr"}
 KERNELS = ["window_attention_forward", "window_attention_backward_kv", "window_attention_backward_q"]
 
 
+# Hopper in every dtype at the usual shape (head dim 32, blocks of 64 tokens); Ampere in bf16; a padded
+# head dim (24) with the smallest blocks (16) in fp32.
+TARGETS = [(90, dtype, 32, 64) for dtype in ("fp32", "bf16", "fp16")] + [(80, "bf16", 32, 64), (90, "fp32", 24, 16)]
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="compiles for the GPU, not interpreted")
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("arch", [90, 80])
-@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-@pytest.mark.parametrize(("head_dim", "block"), [(32, 64), (24, 16)])
+@pytest.mark.parametrize(("arch", "dtype", "head_dim", "block"), TARGETS, ids=["-".join(map(str, t)) for t in TARGETS])
 def test_kernel_compiles_for_the_gpu(kernel: str, arch: int, dtype: str, head_dim: int, block: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
