@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one prepared run for a lent GPU machine (see DEVELOPERS.md, "device"): correctness first, then
-# the side-by-side GPU benchmark. Everything lands in $OUT (default benchmarks/results): the pytest
-# log and JUnit XML of tests/gpu, and cuda-<variant>.json/.md, written after every benchmark case.
+# the attention layer alone (eager / sdpa / triton), then the side-by-side GPU benchmark. Everything
+# lands in $OUT (default benchmarks/results): the pytest log and JUnit XML of tests/gpu,
+# cuda-attention.json/.md, and cuda-<variant>.json/.md, written after every benchmark case.
 #
 #   run: bash benchmarks/device.sh            (timeout_s 600; the benchmark stops starting cases at 330 s)
 set -u
@@ -24,6 +25,9 @@ PY
 timeout 240 "$PYTHON" -m pytest -q -m gpu tests/gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" \
     2>&1 | tee "$OUT/gpu-tests.txt" | tail -25
 echo "tests took $((SECONDS - started)) s"
+
+timeout 90 "$PYTHON" benchmarks/attention.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/attention.txt"
+echo "attention layer took until $((SECONDS - started)) s"
 
 timeout $((560 - (SECONDS - started))) "$PYTHON" benchmarks/run.py --device cuda --rounds 5 --out "$OUT" \
     --budget-s $((330 - (SECONDS - started))) 2>&1 | grep -v "^USDT\|^ERROR:.*DeviceProperties" | tee "$OUT/bench.txt"
