@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +147,18 @@ def test_markdown_shows_the_kernel_column_where_it_was_measured() -> None:
     assert inference in table
     assert "| train step b128 bf16 | 80.0 (1..3) | - | 100.0 (1..3) | 90.0 (1..3) | 1.12x |" in table
     assert "| 900 / - / 1000 / 1100 |" in table
+
+
+def test_attention_layer_benchmark_writes_its_table(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "attention.py"
+    command = [sys.executable, str(script), "--device", "cpu", "--rounds", "1", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "cpu-attention.json").read_text())
+    assert [r["layer"] for r in results] == ["tiny stage 1", "base stage 1"]
+    for entry in results:
+        for mode in ("forward", "forward + backward"):
+            timings = entry["implementations"][mode]
+            assert set(timings) == {"eager", "sdpa"}  # no Triton on the CPU outside the interpreter
+            assert all(t["median_ms"] > 0 for t in timings.values())
+    assert "| tiny stage 1 | 1 | forward |" in (tmp_path / "cpu-attention.md").read_text()
