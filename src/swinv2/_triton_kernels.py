@@ -83,11 +83,11 @@ def window_attention_forward(
     STORE_LSE: tl.constexpr,
 ):
     """One (query block, window, head): normalise, score, online softmax, weight the values, store."""
-    window_head = tl.program_id(1)
-    window = window_head // num_heads
+    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
+    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
     head = window_head % num_heads
     C = num_heads * HEAD_DIM
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
+    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
     dims = tl.arange(0, BLOCK_D)  # (BLOCK_D,) channels of the head
     row_ok = rows < N
     dim_ok = dims < HEAD_DIM
@@ -147,11 +147,11 @@ def window_attention_backward_kv(
     IEEE_FP32: tl.constexpr,
 ):
     """One (key block, window, head): dk and dv over all queries; dbias and dscale added atomically."""
-    window_head = tl.program_id(1)
-    window = window_head // num_heads
+    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
+    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
     head = window_head % num_heads
     C = num_heads * HEAD_DIM
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
     dims = tl.arange(0, BLOCK_D)
     col_ok = cols < N
     dim_ok = dims < HEAD_DIM
@@ -208,11 +208,11 @@ def window_attention_backward_q(
     IEEE_FP32: tl.constexpr,
 ):
     """One (query block, window, head): dq over all keys."""
-    window_head = tl.program_id(1)
-    window = window_head // num_heads
+    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
+    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
     head = window_head % num_heads
     C = num_heads * HEAD_DIM
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
+    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < N
     dim_ok = dims < HEAD_DIM

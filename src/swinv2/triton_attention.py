@@ -136,4 +136,5 @@ class _Launch:
         )
 
     def grid(self, window_heads: int) -> tuple[int, int]:
-        return (self.blocks, window_heads)
+        """(windows * heads, token blocks): the long axis first, where CUDA allows 2^31 - 1 programs."""
+        return (window_heads, self.blocks)
