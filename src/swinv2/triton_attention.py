@@ -1,12 +1,14 @@
-"""Fused window attention in one Triton kernel (inference): cosine scores, bias, softmax, values.
+"""Fused window attention in Triton: cosine scores, bias, softmax and values, forward and backward.
 
-One program per (query block, window, head) reads q, k and v straight from the qkv projection's
+One program per (window, head, query block) reads q, k and v straight from the qkv projection's
 (B*nW, N, 3C) output, normalises q and k in fp32, computes `cos(q, k) * scale + bias` block by block
 with an online softmax (flash attention's recurrence), and writes the result into the heads-concatenated
 (B*nW, N, C) layout the output projection reads. Against the SDPA path this removes the fp32 copies of
 q and k, their normalisation passes, the head-major copies of q, k, v and of the output, and the
 (nW*nH)-batched mask reads of a generic kernel: everything between the two linears is one read of qkv,
-the bias and one write of the output.
+the bias and one write of the output. The backward (two kernels, see `swinv2._triton_kernels`)
+recomputes the probabilities from the saved log-sum-exp and writes the gradient in the projection's
+layout, with the position bias's and the temperature's gradients summed atomically.
 
 Arithmetic: fp32 inputs take IEEE fp32 dot products (no TF32), so the result agrees with the explicit
 path to fp32 rounding; 16-bit inputs multiply normalised q and k rounded to their dtype, and the

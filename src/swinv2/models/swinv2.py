@@ -220,7 +220,8 @@ class WindowAttention(nn.Module):
             return self.proj_drop(self.proj(out)), (probs if need_weights else None)
         if self.implementation == "triton" and self._triton_applies(x):
             qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
-            return self.proj(triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)), None
+            out = triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (B*nW, N, C)
+            return self.proj_drop(self.proj(out)), None
         sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
 
         def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
