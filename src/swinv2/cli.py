@@ -100,12 +100,14 @@ def convert(args: argparse.Namespace) -> str:
 
 
 def bench(args: argparse.Namespace) -> str:
-    """Run the CPU benchmark against the installed peers; print (and optionally save) the table."""
+    """Run the benchmark against the installed peers; print (and optionally save) the table."""
     from swinv2.bench import run, to_markdown, write_report
 
-    report = run(args.variant, rounds=args.rounds, threads=args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device}: no CUDA device here")
+    report = run(args.variant, rounds=args.rounds, device=args.device, threads=args.threads)
     if args.out:
-        json_path, md_path = write_report(report, args.out, "cpu")
+        json_path, md_path = write_report(report, args.out, args.device.split(":")[0])
         return to_markdown(report) + f"\nwrote {json_path} and {md_path}"
     return to_markdown(report)
 
@@ -286,14 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed = commands.add_parser(
         "bench",
-        help="measure speed and memory against transformers and timm (CPU)",
-        description="Side-by-side CPU benchmark on the same weights: inference at batch 1 and 8 "
-        "(fp32, bf16 autocast) and a training step at batch 8, interleaved rounds.",
+        help="measure speed and memory against transformers and timm",
+        description="Side-by-side benchmark on the same weights, interleaved rounds. CPU: inference at "
+        "batch 1 and 8 (fp32, bf16 autocast) and a training step at batch 8. CUDA: bf16 inference at "
+        "batch 256, eager and compiled, and a training step at batch 128.",
     )
     speed.add_argument("--variant", type=_variant_name, default="swinv2-tiny-patch4-window8-256", metavar="NAME")
     speed.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
     speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    speed.add_argument("--out", metavar="DIR", help="also write cpu.json and cpu.md into DIR")
+    speed.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    speed.add_argument("--out", metavar="DIR", help="also write <device>.json and <device>.md into DIR")
     speed.set_defaults(run=bench)
 
     def add_model_arguments(sub: argparse.ArgumentParser, required: bool = True) -> None:

@@ -162,3 +162,11 @@ def test_attention_layer_benchmark_writes_its_table(tmp_path: Path) -> None:
             assert set(timings) == {"eager", "sdpa"}  # no Triton on the CPU outside the interpreter
             assert all(t["median_ms"] > 0 for t in timings.values())
     assert "| tiny stage 1 | 1 | forward |" in (tmp_path / "cpu-attention.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_bench_command_says_when_cuda_is_missing() -> None:
+    command = [sys.executable, "-m", "swinv2.cli", "bench", "--device", "cuda"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert "--device cuda: no CUDA device here" in done.stderr
