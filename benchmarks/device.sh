@@ -5,25 +5,30 @@
 # cuda-attention.json/.md, and cuda-<variant>.json/.md, written after every benchmark case.
 #
 #   run: bash benchmarks/device.sh            (timeout_s 600; the benchmark stops starting cases at 330 s)
-set -u
+set -u -o pipefail
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-python3}
 started=$SECONDS
 
-"$PYTHON" - <<'PY' 2>&1 | tee "$OUT/device-info.txt"
-import torch, importlib
+"$PYTHON" - <<'PY' 2>&1 | tee "$OUT/device-info.txt" || exit 1
+import importlib, sys
+import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))
-for name in ("transformers", "timm", "triton"):
+missing = []
+for name in ("transformers", "timm", "triton", "PIL", "safetensors", "numpy", "swinv2"):
     try:
-        print(name, importlib.import_module(name).__version__)
-    except ImportError:
-        print(name, "missing")
+        print(name, getattr(importlib.import_module(name), "__version__", "(no version)"))
+    except ImportError as error:
+        missing.append(f"{name}: {error}")
+if missing:
+    sys.exit("cannot run: " + "; ".join(missing))
 PY
 
-timeout 240 "$PYTHON" -m pytest -q -m gpu tests/gpu -p no:cacheprovider --junitxml="$OUT/gpu-tests.xml" \
-    2>&1 | tee "$OUT/gpu-tests.txt" | tail -25
+# SIGINT, not SIGTERM: pytest stops, then still writes its summary and the JUnit XML
+timeout -s INT 240 "$PYTHON" -m pytest -q -rA --durations=15 -m gpu tests/gpu -p no:cacheprovider \
+    --junitxml="$OUT/gpu-tests.xml" 2>&1 | tee "$OUT/gpu-tests.txt" | tail -40
 echo "tests took $((SECONDS - started)) s"
 
 timeout 90 "$PYTHON" benchmarks/attention.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/attention.txt"

@@ -32,7 +32,10 @@ def main() -> None:
     started = time.perf_counter()
     for variant in CPU_VARIANTS if args.device == "cpu" else GPU_VARIANTS:
         stem = f"{args.device.split(':')[0]}-{variant}"
-        left = None if args.budget_s is None else max(0.0, args.budget_s - (time.perf_counter() - started))
+        left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - started)
+        if left is not None and left <= 0:
+            print(f"{variant}: not measured, the time budget of {args.budget_s:.0f} s is spent", flush=True)
+            continue
 
         def save(report: Report, stem: str = stem) -> None:
             write_report(report, args.out, stem)

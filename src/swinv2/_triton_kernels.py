@@ -5,9 +5,10 @@ Per window w and head h, with q, k, v (N, Dh) read from the projection's output:
     s = (qn @ kn^T) * scale[h] + bias[w % nWb, h]           p = softmax(s)        o = p @ v
 Backward, from dO (flash attention 2's recomputation, with the cosine's and the bias's terms):
     delta = rowsum(dO * o)    dv = p^T @ dO    ds = p * (dO @ v^T - delta)
-    dbias[w % nWb, h] += ds   dscale[h] += sum(ds * cos)   dqn = scale * ds @ kn   dkn = scale * ds^T @ qn
+    dbias[w % nWb, h] += ds   dscale[h] += sum(ds * cos)   dqn = scale * (ds @ kn)   dkn = scale * (ds^T @ qn)
     dq = (dqn - qn * rowsum(dqn * qn)) / max(|q|, eps)      (likewise dk; dq = dqn / eps where |q| <= eps)
 
+dbias and dscale are sums by atomic adds, in no fixed order: not bit-reproducible from run to run.
 All tensors are contiguous: qkv and dqkv (B_, N, 3C), bias (nWb, nH, N, N), out and dout (B_, N, C),
 lse and delta (B_, nH, N) fp32. Triton decides at its own import whether kernels compile for the GPU
 or run in its CPU interpreter (`TRITON_INTERPRET=1`, for tests without a GPU); a process is one or
@@ -23,6 +24,8 @@ import triton
 import triton.language as tl
 
 NORM_EPS: tl.constexpr = tl.constexpr(1e-12)  # F.normalize's floor on the norm, as the other paths
+# Sizes Triton would otherwise specialise on (values 1 and multiples of 16), multiplying cold compiles.
+RUNTIME_SIZES = ["num_heads", "bias_windows"]
 
 
 @triton.jit
@@ -65,7 +68,7 @@ def _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP3
     return cosine, probs, probs * (dprobs - delta[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RUNTIME_SIZES)
 def window_attention_forward(
     qkv_ptr,
     bias_ptr,
@@ -126,7 +129,7 @@ def window_attention_forward(
         tl.store(lse_ptr + window_head * N + rows, row_max + tl.log(row_sum), mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RUNTIME_SIZES)
 def window_attention_backward_kv(
     qkv_ptr,
     bias_ptr,
@@ -145,8 +148,10 @@ def window_attention_backward_kv(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     IEEE_FP32: tl.constexpr,
+    TERM_GRADS: tl.constexpr,
 ):
-    """One (key block, window, head): dk and dv over all queries; dbias and dscale added atomically."""
+    """One (key block, window, head): dk and dv over all queries; dbias and dscale added atomically
+    (when TERM_GRADS: the position bias or the temperature needs its gradient)."""
     window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
     window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
     head = window_head % num_heads
@@ -165,7 +170,7 @@ def window_attention_backward_kv(
     bias_offset = ((window % bias_windows) * num_heads + head) * N * N
     dkn = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    dscale = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    dscale = tl.zeros((BLOCK_N,), tl.float32)
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
         row_ok = rows < N
@@ -179,17 +184,21 @@ def window_attention_backward_kv(
         bias = _load_tile(bias_ptr + bias_offset, rows, cols, N, pair_ok)
         cosine, probs, dscores = _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP32)
         dv += _dot(tl.trans(probs.to(dout.dtype)), dout, IEEE_FP32)
-        tl.atomic_add(dbias_ptr + bias_offset + rows[:, None] * N + cols[None, :], dscores, mask=pair_ok)
-        dscale += dscores * cosine
-        dkn += _dot(tl.trans((dscores * scale).to(qn.dtype)), qn, IEEE_FP32)
-    tl.atomic_add(dscale_ptr + head, tl.sum(tl.sum(dscale, axis=1), axis=0))
-    dk = _unit_rows_backward(dkn, k32)
+        if TERM_GRADS:  # relaxed: a sum in any order, no memory fence per atomic
+            tl.atomic_add(
+                dbias_ptr + bias_offset + rows[:, None] * N + cols[None, :], dscores, mask=pair_ok, sem="relaxed"
+            )
+            dscale += tl.sum(dscores * cosine, axis=0)
+        dkn += _dot(tl.trans(dscores.to(qn.dtype)), qn, IEEE_FP32)  # scale applied once, in fp32, below
+    if TERM_GRADS:
+        tl.atomic_add(dscale_ptr + head, tl.sum(dscale, axis=0), sem="relaxed")
+    dk = _unit_rows_backward(dkn * scale, k32)
     dhead_base = dqkv_ptr + window * N * 3 * C + head * HEAD_DIM
     tl.store(dhead_base + C + cols[:, None] * 3 * C + dims[None, :], dk.to(dqkv_ptr.dtype.element_ty), mask=kv_mask)
     tl.store(dhead_base + 2 * C + cols[:, None] * 3 * C + dims[None, :], dv.to(dqkv_ptr.dtype.element_ty), mask=kv_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RUNTIME_SIZES)
 def window_attention_backward_q(
     qkv_ptr,
     bias_ptr,
@@ -237,8 +246,8 @@ def window_attention_backward_q(
         v = _load_tile(head_base + 2 * C, cols, dims, 3 * C, kv_mask)
         bias = _load_tile(bias_base, rows, cols, N, pair_ok)
         _, _, dscores = _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP32)
-        dqn += _dot((dscores * scale).to(kn.dtype), kn, IEEE_FP32)
-    dq = _unit_rows_backward(dqn, q32)
+        dqn += _dot(dscores.to(kn.dtype), kn, IEEE_FP32)  # scale applied once, in fp32, below
+    dq = _unit_rows_backward(dqn * scale, q32)
     tl.store(
         dqkv_ptr + window * N * 3 * C + head * HEAD_DIM + rows[:, None] * 3 * C + dims[None, :],
         dq.to(dqkv_ptr.dtype.element_ty),

@@ -22,6 +22,7 @@ without a GPU).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -53,14 +54,24 @@ def _block(size: int, cap: int) -> int:
     return min(cap, max(16, 1 << (size - 1).bit_length()))
 
 
+MAX_HEAD_DIM = 256  # a head's channels are one block of the kernels
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def supports(dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether the kernels compute attention in `dtype` for heads of `head_dim` channels."""
+    return dtype in DTYPES and head_dim <= MAX_HEAD_DIM
+
+
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Scaled cosine window attention of the fused projection's output, before the output projection.
 
-    Differentiable in qkv, bias and scale (a fused backward; nothing of size (N, N) per window is kept).
+    Differentiable in qkv, bias and scale (a fused backward; nothing of size (N, N) per window is kept;
+    the bias and scale gradients are atomic sums, not bit-reproducible from run to run).
 
     Args:
         qkv: (B_, N, 3C) projection output, B_ = images * nW; q, k, v are its thirds, heads
-            contiguous within each.
+            contiguous within each; fp32, bf16 or fp16.
         bias: (nWb, nH, N, N) position bias (+ shift mask); window w uses bias[w % nWb].
         scale: (nH, 1, 1) or (nH,) temperatures exp(min(logit_scale, log 100)).
         num_heads: nH.
@@ -68,9 +79,14 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
     Returns:
         (B_, N, C) in qkv's dtype: softmax(cos(q, k) * scale + bias) @ v, heads concatenated.
     """
-    B_, N, _ = qkv.shape
+    B_, N, three_c = qkv.shape
     if bias.shape[1:] != (num_heads, N, N) or B_ % bias.shape[0]:
         raise ValueError(f"bias {tuple(bias.shape)} does not fit {B_} windows of {N} tokens and {num_heads} heads")
+    if not supports(qkv.dtype, three_c // 3 // num_heads):
+        raise ValueError(
+            f"the kernels take {[str(d).removeprefix('torch.') for d in DTYPES]} and heads of at most "
+            f"{MAX_HEAD_DIM} channels; got {str(qkv.dtype).removeprefix('torch.')} and {three_c // 3 // num_heads}"
+        )
     return _WindowAttention.apply(qkv.contiguous(), bias.contiguous(), scale.reshape(num_heads).float(), num_heads)
 
 
@@ -86,14 +102,15 @@ class _WindowAttention(torch.autograd.Function):
         from swinv2 import _triton_kernels
 
         B_, N, three_c = qkv.shape
-        shapes = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
+        launch = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
         scale = scale.contiguous()
         out = qkv.new_empty((B_, N, three_c // 3))  # (B_, N, C)
         keep = any(ctx.needs_input_grad[:3])
         lse = torch.empty((B_, num_heads, N), device=qkv.device, dtype=torch.float32) if keep else out
-        _triton_kernels.window_attention_forward[shapes.grid(B_ * num_heads)](
-            qkv, bias, scale, out, lse, N, num_heads, bias.shape[0], STORE_LSE=keep, **shapes.constants
-        )
+        with _on(qkv.device):
+            _triton_kernels.window_attention_forward[launch.grid(B_ * num_heads)](
+                qkv, bias, scale, out, lse, N, num_heads, bias.shape[0], STORE_LSE=keep, **launch.options
+            )
         if keep:
             ctx.save_for_backward(qkv, bias, scale, out, lse)
             ctx.num_heads = num_heads
@@ -108,33 +125,47 @@ class _WindowAttention(torch.autograd.Function):
         qkv, bias, scale, out, lse = ctx.saved_tensors
         num_heads = ctx.num_heads
         B_, N, three_c = qkv.shape
-        shapes = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
+        launch = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
         dout = dout.contiguous()
         delta = (dout.float() * out.float()).view(B_, N, num_heads, -1).sum(-1).transpose(1, 2).contiguous()
         dqkv = torch.empty_like(qkv)  # every element written: k, v by the first kernel, q by the second
-        dbias = torch.zeros(bias.shape, device=bias.device, dtype=torch.float32)
+        term_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        dbias = torch.zeros(bias.shape if term_grads else (1,), device=bias.device, dtype=torch.float32)
         dscale = torch.zeros_like(scale)
-        grid = shapes.grid(B_ * num_heads)
+        grid = launch.grid(B_ * num_heads)
         common = (qkv, bias, scale, dout, lse, delta, dqkv)
-        _triton_kernels.window_attention_backward_kv[grid](
-            *common, dbias, dscale, N, num_heads, bias.shape[0], **shapes.constants
+        with _on(qkv.device):
+            _triton_kernels.window_attention_backward_kv[grid](
+                *common, dbias, dscale, N, num_heads, bias.shape[0], TERM_GRADS=term_grads, **launch.options
+            )
+            _triton_kernels.window_attention_backward_q[grid](*common, N, num_heads, bias.shape[0], **launch.options)
+        return (
+            dqkv,
+            dbias.to(bias.dtype) if ctx.needs_input_grad[1] else None,
+            dscale if ctx.needs_input_grad[2] else None,
+            None,
         )
-        _triton_kernels.window_attention_backward_q[grid](*common, N, num_heads, bias.shape[0], **shapes.constants)
-        return dqkv, dbias.to(bias.dtype), dscale, None
+
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager:
+    """Launch on `device`'s GPU (Triton launches on the current one)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class _Launch:
-    """Block sizes and grid of the kernels for windows of `tokens` tokens and heads of `head_dim` channels."""
+    """Block sizes, warps and grid of the kernels for windows of `tokens` tokens and heads of `head_dim`
+    channels."""
 
     def __init__(self, tokens: int, head_dim: int, dtype: torch.dtype) -> None:
-        self.block = _block(tokens, 64)
-        self.blocks = -(-tokens // self.block)
-        self.constants = dict(
+        block = _block(tokens, 64)
+        self.blocks = -(-tokens // block)
+        self.options = dict(
             HEAD_DIM=head_dim,
-            BLOCK_D=_block(head_dim, 256),
-            BLOCK_M=self.block,
-            BLOCK_N=self.block,
+            BLOCK_D=_block(head_dim, MAX_HEAD_DIM),
+            BLOCK_M=block,
+            BLOCK_N=block,
             IEEE_FP32=dtype == torch.float32,
+            num_warps=8 if block >= 64 else 4,  # 4 warps spill registers at 64x64 tiles (ptxas, sm_90)
         )
 
     def grid(self, window_heads: int) -> tuple[int, int]:

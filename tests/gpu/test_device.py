@@ -121,26 +121,6 @@ def test_fp16_autocast_stays_finite_on_a_base_sized_model() -> None:
     assert _max_diff(out.logits, fp32) < 0.005 * fp32.abs().max().item()
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_compiled_model_matches_eager_and_compiles_once(precision: str) -> None:
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    torch.manual_seed(0)
-    model = perturb_(Swinv2Model(_config())).eval().to(DEVICE)
-    compiled = torch.compile(model, fullgraph=True)
-    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    outputs = []
-    with torch.no_grad(), autocast:
-        expected = model(image_batch(2, 256, 256).to(DEVICE)).last_hidden_state
-        for seed in range(3):  # new values of one shape: compiled once
-            outputs.append(compiled(image_batch(2, 256, 256, seed=seed).to(DEVICE)).last_hidden_state)
-    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    assert frames == 1, f"{frames} graphs for one input shape"
-    # inductor fuses and reorders: fp32 within 1e-4, bf16 within its own rounding of activations ~3
-    bound = 1e-4 if precision == "fp32" else 0.25
-    assert _max_diff(outputs[0], expected) <= bound
-
-
 def _gradients(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, precision: str) -> dict:
     model.zero_grad(set_to_none=True)
     with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -219,3 +199,23 @@ def test_gradient_checkpointing_lowers_peak_memory() -> None:
     model.gradient_checkpointing_enable()
     checkpointed = peak_mb()
     assert checkpointed < 0.6 * plain, (checkpointed, plain)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_model_matches_eager_and_compiles_once(precision: str) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = perturb_(Swinv2Model(_config())).eval().to(DEVICE)
+    compiled = torch.compile(model, fullgraph=True)
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    outputs = []
+    with torch.no_grad(), autocast:
+        expected = model(image_batch(2, 256, 256).to(DEVICE)).last_hidden_state
+        for seed in range(3):  # new values of one shape: compiled once
+            outputs.append(compiled(image_batch(2, 256, 256, seed=seed).to(DEVICE)).last_hidden_state)
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert frames == 1, f"{frames} graphs for one input shape"
+    # inductor fuses and reorders: fp32 within 1e-4, bf16 within its own rounding of activations ~3
+    bound = 1e-4 if precision == "fp32" else 0.25
+    assert _max_diff(outputs[0], expected) <= bound

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 triton = pytest.importorskip("triton")
 
@@ -44,17 +45,32 @@ def test_kernel_compiles_for_the_gpu(kernel: str, arch: int, dtype: str, head_di
     from triton.compiler import ASTSource
 
     from swinv2 import _triton_kernels
+    from swinv2.triton_attention import _Launch
 
     function = getattr(_triton_kernels, kernel)
     names = function.arg_names
-    constants = dict(HEAD_DIM=head_dim, BLOCK_D=32, BLOCK_M=block, BLOCK_N=block, IEEE_FP32=dtype == "fp32")
-    if "STORE_LSE" in names:
-        constants["STORE_LSE"] = True
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    options = _Launch(block, head_dim, torch_dtype).options  # the launch the wrapper makes for N = block
+    num_warps = options.pop("num_warps")
+    constants = {**options, "STORE_LSE": True, "TERM_GRADS": True}
+    constants = {name: value for name, value in constants.items() if name in names}
     signature = {name: "i32" for name in names}
     pointers = [name for name in names if name.endswith("_ptr")]
     signature.update({name: f"*{'fp32' if name in FP32_POINTERS else dtype}" for name in pointers})
     signature.update(dict.fromkeys(constants, "constexpr"))
     source = ASTSource(function, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32))
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     assert compiled.asm["cubin"]  # ptxas built machine code for the architecture
     assert compiled.metadata.shared <= 163 * 1024  # fits an sm_80/sm_90 block's shared memory
+    assert compiled.metadata.num_warps == num_warps
+
+
+def test_wrapper_refuses_what_the_kernels_do_not_take() -> None:
+    from swinv2 import triton_attention
+
+    bias, scale = torch.zeros(1, 2, 16, 16), torch.ones(2)
+    with pytest.raises(ValueError, match="got float64 and 8"):
+        triton_attention.window_attention(torch.zeros(4, 16, 48, dtype=torch.float64), bias.double(), scale, 2)
+    with pytest.raises(ValueError, match="heads of at most 256 channels; got float32 and 264"):
+        triton_attention.window_attention(torch.zeros(4, 16, 3 * 528), bias, scale, 2)
+    assert triton_attention.supports(torch.bfloat16, 32) and not triton_attention.supports(torch.float64, 32)

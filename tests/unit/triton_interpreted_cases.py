@@ -98,6 +98,29 @@ def test_kernel_gradients_match_the_formula_in_fp32(shape: tuple[int, ...]) -> N
         assert error <= 2e-5, (name, error.item())
 
 
+def test_kernel_gradient_of_qkv_alone() -> None:
+    """A frozen position bias and temperature: no bias/scale gradients computed, the same dqkv."""
+    qkv, bias, scale = inputs(*SHAPES[1])
+    both = qkv.clone().requires_grad_()
+    triton_attention.window_attention(both, bias.requires_grad_(), scale, SHAPES[1][2]).sum().backward()
+    alone = qkv.clone().requires_grad_()
+    triton_attention.window_attention(alone, bias.detach(), scale.detach(), SHAPES[1][2]).sum().backward()
+    torch.testing.assert_close(alone.grad, both.grad, atol=0, rtol=0)
+    assert bias.grad is not None
+
+
+def test_model_in_fp64_takes_the_auto_path(interpreted: list[int]) -> None:
+    torch.manual_seed(0)
+    model = perturb_(Swinv2Model(tiny_config(attn_implementation="triton"))).eval().double()
+    x = image_batch(1, 64, 64).double()
+    with torch.no_grad():
+        actual = model(x).last_hidden_state
+        model.set_attn_implementation("eager")
+        expected = model(x).last_hidden_state
+    assert not interpreted  # fp64 is not a dtype of the kernels
+    torch.testing.assert_close(actual, expected, atol=1e-12, rtol=0)
+
+
 def test_kernel_gradients_in_fp16_are_close_to_fp32() -> None:
     qkv, bias, scale = inputs(*SHAPES[0])
     grads = {}

@@ -218,7 +218,7 @@ class WindowAttention(nn.Module):
         if need_weights or self.implementation == "eager":
             out, probs = self._explicit_attention(x, terms)
             return self.proj_drop(self.proj(out)), (probs if need_weights else None)
-        if self.implementation == "triton" and self._triton_applies(x):
+        if self.implementation == "triton" and self._triton_applies(x, compute_dtype):
             qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
             out = triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (B*nW, N, C)
             return self.proj_drop(self.proj(out)), None
@@ -231,10 +231,12 @@ class WindowAttention(nn.Module):
         bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
         return kernels.in_row_chunks(attend, x, bytes_per_window, align=terms.bias.shape[0]), None
 
-    def _triton_applies(self, x: torch.Tensor) -> bool:
-        """The fused kernel runs where Triton can (CUDA), outside `torch.compile`, without attention dropout."""
+    def _triton_applies(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
+        """The fused kernels run where Triton can (CUDA), outside `torch.compile`, without attention
+        dropout, for the dtypes and head sizes they take."""
         dropout = self.training and self.attn_drop.p > 0
-        return not (dropout or torch.compiler.is_compiling()) and triton_attention.available(x)
+        kernels_take_it = triton_attention.supports(dtype, x.shape[-1] // self.num_heads)
+        return kernels_take_it and not (dropout or torch.compiler.is_compiling()) and triton_attention.available(x)
 
     def _explicit_attention(self, x: torch.Tensor, terms: AttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and probabilities materialised, op for op as transformers computes them.
