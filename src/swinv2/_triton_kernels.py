@@ -3,7 +3,8 @@
 Per window w and head h, with q, k, v (N, Dh) read from the projection's output:
     qn, kn = q / max(|q|, eps), k / max(|k|, eps)          (rows)
     s = (qn @ kn^T) * scale[h] + bias[w % nWb, h]           p = softmax(s)        o = p @ v
-Backward, from dO (flash attention 2's recomputation, with the cosine's and the bias's terms):
+Backward, from dO (flash attention 2's recomputation, with the cosine's and the bias's terms; the q
+kernel runs first and leaves delta for the kv kernel):
     delta = rowsum(dO * o)    dv = p^T @ dO    ds = p * (dO @ v^T - delta)
     dbias[w % nWb, h] += ds   dscale[h] += sum(ds * cos)   dqn = scale * (ds @ kn)   dkn = scale * (ds^T @ qn)
     dq = (dqn - qn * rowsum(dqn * qn)) / max(|q|, eps)      (likewise dk; dq = dqn / eps where |q| <= eps)
@@ -207,6 +208,7 @@ def window_attention_backward_q(
     lse_ptr,
     delta_ptr,
     dqkv_ptr,
+    out_ptr,
     N,
     num_heads,
     bias_windows,
@@ -216,7 +218,8 @@ def window_attention_backward_q(
     BLOCK_N: tl.constexpr,
     IEEE_FP32: tl.constexpr,
 ):
-    """One (query block, window, head): dq over all keys."""
+    """One (query block, window, head): delta = rowsum(dO * o) for its rows (stored for the kv kernel,
+    launched after this one), then dq over all keys."""
     window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
     window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
     head = window_head % num_heads
@@ -231,8 +234,10 @@ def window_attention_backward_q(
     q32 = q.to(tl.float32)  # (BLOCK_M, BLOCK_D)
     qn = _unit_rows(q32).to(q.dtype)
     dout = _load_tile(dout_ptr + window * N * C + head * HEAD_DIM, rows, dims, C, q_mask)
+    out = _load_tile(out_ptr + window * N * C + head * HEAD_DIM, rows, dims, C, q_mask)
+    delta = tl.sum(dout.to(tl.float32) * out.to(tl.float32), axis=1)  # (BLOCK_M,)
+    tl.store(delta_ptr + window_head * N + rows, delta, mask=row_ok)
     lse = tl.load(lse_ptr + window_head * N + rows, mask=row_ok, other=0.0)
-    delta = tl.load(delta_ptr + window_head * N + rows, mask=row_ok, other=0.0)
     scale = tl.load(scale_ptr + head)
     bias_base = bias_ptr + ((window % bias_windows) * num_heads + head) * N * N
     dqn = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)

@@ -127,18 +127,20 @@ class _WindowAttention(torch.autograd.Function):
         B_, N, three_c = qkv.shape
         launch = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
         dout = dout.contiguous()
-        delta = (dout.float() * out.float()).view(B_, N, num_heads, -1).sum(-1).transpose(1, 2).contiguous()
-        dqkv = torch.empty_like(qkv)  # every element written: k, v by the first kernel, q by the second
+        delta = torch.empty_like(lse)  # (B_, nH, N): rowsum(dout * out), written by the q kernel
+        dqkv = torch.empty_like(qkv)  # every element written: q by the first kernel, k and v by the second
         term_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         dbias = torch.zeros(bias.shape if term_grads else (1,), device=bias.device, dtype=torch.float32)
         dscale = torch.zeros_like(scale)
         grid = launch.grid(B_ * num_heads)
         common = (qkv, bias, scale, dout, lse, delta, dqkv)
-        with _on(qkv.device):
+        with _on(qkv.device):  # the q kernel first: it writes the delta the kv kernel reads
+            _triton_kernels.window_attention_backward_q[grid](
+                *common, out, N, num_heads, bias.shape[0], **launch.options
+            )
             _triton_kernels.window_attention_backward_kv[grid](
                 *common, dbias, dscale, N, num_heads, bias.shape[0], TERM_GRADS=term_grads, **launch.options
             )
-            _triton_kernels.window_attention_backward_q[grid](*common, N, num_heads, bias.shape[0], **launch.options)
         return (
             dqkv,
             dbias.to(bias.dtype) if ctx.needs_input_grad[1] else None,

