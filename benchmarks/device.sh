@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared run for a lent GPU machine (see DEVELOPERS.md, "device"): correctness first, then
+# The one prepared run for a lent GPU machine (the tool library's "device"): correctness first, then
 # the attention layer alone (eager / sdpa / triton), then the side-by-side GPU benchmark. Everything
 # lands in $OUT (default benchmarks/results): the pytest log and JUnit XML of tests/gpu,
 # cuda-attention.json/.md, and cuda-<variant>.json/.md, written after every benchmark case.
