@@ -179,6 +179,23 @@ def test_moving_a_model_between_devices_leaves_no_stale_cache() -> None:
     assert torch.equal(back, on_cpu)
 
 
+def test_kernel_launches_past_the_grids_second_axis_limit() -> None:
+    """80,000 (window, head) programs: more than CUDA's 65,535 on a grid's second or third axis."""
+    if not _kernel_runs_here():
+        pytest.skip("the Triton kernel runs on CUDA with Triton installed")
+    generator = torch.Generator().manual_seed(0)
+    windows, tokens, heads, head_dim = 40_000, 16, 2, 16
+    qkv = torch.randn(windows, tokens, 3 * heads * head_dim, generator=generator).to(DEVICE)
+    bias = (16 * torch.rand(4, heads, tokens, tokens, generator=generator)).to(DEVICE)
+    scale = torch.full((heads,), 10.0, device=DEVICE)
+    out = triton_attention.window_attention(qkv, bias, scale, heads)
+    q, k, v = qkv.view(windows, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # (windows, nH, N, Dh)
+    scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * 10.0
+    scores = (scores.view(-1, 4, heads, tokens, tokens) + bias).view(windows, heads, tokens, tokens)
+    expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(windows, tokens, heads * head_dim)
+    assert _max_diff(out, expected) <= ATOL  # the last windows too: every program ran
+
+
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA memory statistics")
 def test_gradient_checkpointing_lowers_peak_memory() -> None:
     torch.manual_seed(0)
