@@ -80,6 +80,8 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
         (B_, N, C) in qkv's dtype: softmax(cos(q, k) * scale + bias) @ v, heads concatenated.
     """
     B_, N, three_c = qkv.shape
+    if three_c % (3 * num_heads):
+        raise ValueError(f"qkv's last dimension ({three_c}) must be 3 * C with C divisible by {num_heads} heads")
     if bias.shape[1:] != (num_heads, N, N) or B_ % bias.shape[0]:
         raise ValueError(f"bias {tuple(bias.shape)} does not fit {B_} windows of {N} tokens and {num_heads} heads")
     if not supports(qkv.dtype, three_c // 3 // num_heads):

@@ -73,4 +73,6 @@ def test_wrapper_refuses_what_the_kernels_do_not_take() -> None:
         triton_attention.window_attention(torch.zeros(4, 16, 48, dtype=torch.float64), bias.double(), scale, 2)
     with pytest.raises(ValueError, match="heads of at most 256 channels; got float32 and 264"):
         triton_attention.window_attention(torch.zeros(4, 16, 3 * 528), bias, scale, 2)
+    with pytest.raises(ValueError, match=r"qkv's last dimension \(50\) must be 3 \* C with C divisible by 2 heads"):
+        triton_attention.window_attention(torch.zeros(4, 16, 50), bias, scale, 2)
     assert triton_attention.supports(torch.bfloat16, 32) and not triton_attention.supports(torch.float64, 32)
