@@ -176,16 +176,43 @@ OP_CLASSES: dict[str, frozenset[str]] = {
 OTHER_OPS = "elementwise, other"
 
 
-def profile_op_classes(step: Callable[[], None]) -> dict[str, float]:
-    """Milliseconds of CPU self time of one call of `step`, per op class (`OP_CLASSES`), by torch.profiler.
+# GPU kernels by name (lower case), first match wins; everything else counts as "elementwise, other".
+GPU_KERNEL_CLASSES: list[tuple[str, tuple[str, ...]]] = [
+    ("attention core", ("window_attention", "fmha", "flash", "attention", "softmax")),
+    ("linear, conv", ("gemm", "cutlass", "xmma", "cublas", "conv", "wgrad", "dgrad")),
+    ("normalisation", ("norm",)),
+    ("data movement", ("copy", "memcpy", "memset", "index", "gather", "scatter", "cat", "pad", "transpose")),
+]
 
-    The profiler adds a little time to every op; the split, not the sum, is the point.
+
+def gpu_kernel_class(name: str) -> str:
+    """The op class of a GPU kernel, from its name (cuBLAS/CUTLASS, SDPA, ours, inductor's fused ones)."""
+    lowered = name.lower()
+    return next((c for c, parts in GPU_KERNEL_CLASSES if any(p in lowered for p in parts)), OTHER_OPS)
+
+
+def profile_op_classes(step: Callable[[], None], device: torch.device | None = None) -> dict[str, float]:
+    """Milliseconds of one call of `step` per op class, by torch.profiler.
+
+    CPU: self time of each ATen/oneDNN op, classed by `OP_CLASSES`. CUDA: device time of each kernel,
+    classed by name (`gpu_kernel_class`). The profiler adds a little time to every op; the split, not
+    the sum, is the point.
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    on_gpu = device is not None and device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
         step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
     totals = dict.fromkeys([*OP_CLASSES, OTHER_OPS], 0.0)
+    if on_gpu:
+        for event in prof.events():
+            if event.device_type == DeviceType.CUDA:
+                totals[gpu_kernel_class(event.name)] += event.time_range.elapsed_us() / 1e3
+        return {k: round(v, 2) for k, v in totals.items()}
     for event in prof.key_averages():
         name = event.key.split("::")[-1]
         op_class = next((c for c, names in OP_CLASSES.items() if name in names), OTHER_OPS)
@@ -352,7 +379,7 @@ def measure(
             steps[name]()
             _sync(device)
             times[name].append(time.perf_counter() - start)
-    profiles = {name: profile_op_classes(step) for name, step in steps.items()} if device.type == "cpu" else {}
+    profiles = {name: profile_op_classes(step, device) for name, step in steps.items()}
     flops = flops_per_image * case.batch * (3 if case.mode == "train" else 1)  # backward ~ 2x forward
     out = {}
     for name, samples in times.items():
@@ -488,7 +515,8 @@ def to_markdown(report: Report) -> str:
 
 
 def _profile_table(report: Report, names: list[str]) -> list[str]:
-    """Where the time goes: one profiled call per case and implementation, ms of CPU self time per op class."""
+    """Where the time goes: one profiled call per case and implementation, ms per op class (CPU self time,
+    or GPU kernel time)."""
     rows = [
         (entry["case"]["name"], name, entry["results"][name]["profile_ms"])
         for entry in report.cases
@@ -498,9 +526,11 @@ def _profile_table(report: Report, names: list[str]) -> list[str]:
     if not rows:
         return []
     classes = list(rows[0][2])
+    on_gpu = str(report.machine.get("device", "cpu")).startswith("cuda")
+    what = "GPU kernel time (kernels classed by name)" if on_gpu else "CPU self time"
     lines = [
         "",
-        "Where the time goes: CPU self time of one profiled call per op class, ms (torch.profiler).",
+        f"Where the time goes: {what} of one profiled call per op class, ms (torch.profiler).",
         "",
         "| case | implementation | " + " | ".join(classes) + " |",
         "|" + "---|" * (len(classes) + 2),

@@ -170,3 +170,26 @@ def test_bench_command_says_when_cuda_is_missing() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert "--device cuda: no CUDA device here" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("kernel", "op_class"),
+    [
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1", "linear, conv"),
+        ("void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm_bf16_32x32_128x1_tn_align8>", "linear, conv"),
+        ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<...>)", "attention core"),
+        ("window_attention_forward", "attention core"),
+        ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float>", "attention core"),
+        ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>", "normalisation"),
+        ("triton_per_fused_native_layer_norm_0", "normalisation"),
+        ("void at::native::elementwise_kernel<128, 4, at::native::direct_copy_kernel_cuda(...)>", "data movement"),
+        ("void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long>", "data movement"),
+        ("Memcpy HtoD (Pageable -> Device)", "data movement"),
+        ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl(...)>", OTHER_OPS),
+        ("triton_poi_fused_add_mul_3", OTHER_OPS),
+    ],
+)
+def test_gpu_kernels_are_classed_by_name(kernel: str, op_class: str) -> None:
+    from swinv2.bench import gpu_kernel_class
+
+    assert gpu_kernel_class(kernel) == op_class
