@@ -69,6 +69,22 @@ def _score_gradients(qn, kn, v, dout, lse, delta, bias, scale, pair_ok, IEEE_FP3
     return cosine, probs, probs * (dprobs - delta[:, None])
 
 
+@triton.jit
+def _this_program(N, num_heads, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's (window, head) and block of tokens. The grid is (windows * heads, token blocks):
+    the long axis first, where CUDA allows 2^31 - 1 programs (the others stop at 65535).
+
+    Returns window_head, window (int64: offsets of big batches pass 2^31 elements), head, the block's
+    tokens (BLOCK,) and the head's channels (BLOCK_D,), each with its in-range mask.
+    """
+    window_head = tl.program_id(0)
+    window = (window_head // num_heads).to(tl.int64)
+    head = window_head % num_heads
+    tokens = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    dims = tl.arange(0, BLOCK_D)
+    return window_head, window, head, tokens, tokens < N, dims, dims < HEAD_DIM
+
+
 @triton.jit(do_not_specialize=RUNTIME_SIZES)
 def window_attention_forward(
     qkv_ptr,
@@ -87,14 +103,9 @@ def window_attention_forward(
     STORE_LSE: tl.constexpr,
 ):
     """One (query block, window, head): normalise, score, online softmax, weight the values, store."""
-    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
-    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
-    head = window_head % num_heads
+    program = _this_program(N, num_heads, HEAD_DIM, BLOCK_D, BLOCK_M)
+    window_head, window, head, rows, row_ok, dims, dim_ok = program  # rows: (BLOCK_M,) query tokens
     C = num_heads * HEAD_DIM
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
-    dims = tl.arange(0, BLOCK_D)  # (BLOCK_D,) channels of the head
-    row_ok = rows < N
-    dim_ok = dims < HEAD_DIM
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
     q_mask = row_ok[:, None] & dim_ok[None, :]
     q = _load_tile(head_base, rows, dims, 3 * C, q_mask)
@@ -153,14 +164,9 @@ def window_attention_backward_kv(
 ):
     """One (key block, window, head): dk and dv over all queries; dbias and dscale added atomically
     (when TERM_GRADS: the position bias or the temperature needs its gradient)."""
-    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
-    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
-    head = window_head % num_heads
+    program = _this_program(N, num_heads, HEAD_DIM, BLOCK_D, BLOCK_N)
+    window_head, window, head, cols, col_ok, dims, dim_ok = program  # cols: (BLOCK_N,) key tokens
     C = num_heads * HEAD_DIM
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) key tokens
-    dims = tl.arange(0, BLOCK_D)
-    col_ok = cols < N
-    dim_ok = dims < HEAD_DIM
     kv_mask = col_ok[:, None] & dim_ok[None, :]
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
     k = _load_tile(head_base + C, cols, dims, 3 * C, kv_mask)
@@ -220,14 +226,9 @@ def window_attention_backward_q(
 ):
     """One (query block, window, head): delta = rowsum(dO * o) for its rows (stored for the kv kernel,
     launched after this one), then dq over all keys."""
-    window_head = tl.program_id(0)  # on the grid's first axis: up to 2^31 - 1 (the others stop at 65535)
-    window = (window_head // num_heads).to(tl.int64)  # offsets of big batches pass 2^31 elements
-    head = window_head % num_heads
+    program = _this_program(N, num_heads, HEAD_DIM, BLOCK_D, BLOCK_M)
+    window_head, window, head, rows, row_ok, dims, dim_ok = program  # rows: (BLOCK_M,) query tokens
     C = num_heads * HEAD_DIM
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) query tokens
-    dims = tl.arange(0, BLOCK_D)
-    row_ok = rows < N
-    dim_ok = dims < HEAD_DIM
     q_mask = row_ok[:, None] & dim_ok[None, :]
     head_base = qkv_ptr + window * N * 3 * C + head * HEAD_DIM
     q = _load_tile(head_base, rows, dims, 3 * C, q_mask)
