@@ -132,16 +132,29 @@ def test_auto_takes_explicit_scores_in_full_precision(dtype: torch.dtype) -> Non
     assert (out["sdpa"] - out["eager"]).abs().max() > 10 * (out["auto"] - out["eager"]).abs().max()
 
 
-def test_auto_trains_exactly_like_eager_in_fp32() -> None:
+def test_auto_trains_like_eager_in_fp32() -> None:
+    """auto's training forward is eager's bit for bit; its own backward (`swinv2.cosine_attention`)
+    gives gradients as close to a float64 model's as eager's autograd."""
     x = image_batch(2, 64, 64)
-    grads = {}
-    for name in ("auto", "eager", "sdpa"):
-        model = _model(implementation=name).train()
+    outputs, grads = {}, {}
+    for name, implementation, dtype in (
+        ("auto", "auto", torch.float32),
+        ("eager", "eager", torch.float32),
+        ("exact", "eager", torch.float64),
+    ):
+        model = _model(implementation=implementation).to(dtype).train()
         torch.manual_seed(0)  # the same drop-path draws for all three
-        model(x).last_hidden_state.square().mean().backward()
+        outputs[name] = model(x.to(dtype)).last_hidden_state
+        outputs[name].square().mean().backward()
         grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    assert torch.equal(grads["auto"], grads["eager"])
-    assert not torch.equal(grads["sdpa"], grads["eager"])
+    assert torch.equal(outputs["auto"], outputs["eager"])
+    assert not torch.equal(grads["auto"], grads["eager"])  # guard: the hand-written backward ran
+
+    def error(name: str) -> float:
+        return ((grads[name].double() - grads["exact"]).abs().max() / grads["exact"].abs().max()).item()
+
+    # measured: auto 2.9e-7, eager 2.3e-7 of the largest gradient
+    assert error("auto") <= 2 * error("eager"), (error("auto"), error("eager"))
 
 
 def test_auto_is_sdpa_under_bf16_autocast() -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from swinv2 import kernels, triton_attention
+from swinv2 import cosine_attention, kernels, triton_attention
 from swinv2.config import Swinv2Config, stage_geometry
 from swinv2.layers import (
     LOGIT_SCALE_MAX,
@@ -54,7 +54,6 @@ from swinv2.models.outputs import (
 
 Grid = tuple[int, int]
 _CACHED_SIZES = 4  # input sizes whose attention terms each attention keeps
-NORM_EPS = 1e-12  # F.normalize's floor on the norm
 
 
 # ----------------------------------------------------------------------------------- attention
@@ -91,8 +90,10 @@ class WindowAttention(nn.Module):
     for op as transformers does (the reference, and the path that can return them). "sdpa" normalises
     q and k straight from the projection's output, folds the temperature into q and calls
     `scaled_dot_product_attention` with the bias (+ shift mask) as its additive mask. "auto" (the
-    default) takes the explicit scores in fp32/fp64, where exactness is measurable (SDPA's own
-    summation order moved a parity case 1.07e-5 away), and SDPA in bf16/fp16. Both non-eager choices
+    default) takes SDPA in bf16/fp16 and, in fp32/fp64, where exactness is measurable (SDPA's own
+    summation order moved a parity case 1.07e-5 away), the eager scores bit for bit through one
+    autograd node with a hand-written backward (`swinv2.cosine_attention`; ~30% faster in training,
+    and the op-for-op ops when attention dropout acts or `torch.compile` traces). Both non-eager choices
     run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
     whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
     needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
@@ -223,9 +224,17 @@ class WindowAttention(nn.Module):
             out = triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (B*nW, N, C)
             return self.proj_drop(self.proj(out)), None
         sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
+        # the one-node cosine attention, except where attention dropout acts or compile traces plain ops
+        one_node = not ((self.training and self.attn_drop.p > 0) or torch.compiler.is_compiling())
 
         def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
-            out = self._sdpa_attention(windows, terms) if sdpa else self._explicit_attention(windows, terms)[0]
+            if sdpa:
+                out = self._sdpa_attention(windows, terms)
+            elif one_node:
+                qkv = F.linear(windows, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
+                out = cosine_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (w, N, C)
+            else:
+                out = self._explicit_attention(windows, terms)[0]
             return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
 
         bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
@@ -267,8 +276,8 @@ class WindowAttention(nn.Module):
         qkv = kernels.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
         q, k, v = qkv.view(B_, N, 3, nH, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (w, nH, N, Dh) strided views
         q, k = q.float(), k.float()  # no-ops in fp32; 16-bit q and k are normalised in fp32
-        q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS))
-        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(cosine_attention.NORM_EPS))
+        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(cosine_attention.NORM_EPS)
         # Windows join the head dimension, so that each window's bias (+ mask) broadcasts over the
         # images instead of being copied once per image (an (w, nH, N, N) tensor, the size of the scores).
         images = B_ // nW
