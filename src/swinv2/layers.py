@@ -220,11 +220,54 @@ def activation(name: str) -> nn.Module:
     return factories[name]()
 
 
+class _GeluMlp(torch.autograd.Function):
+    """fc2(gelu(fc1(x))) on (R, C) rows for training, with gradients bit for bit autograd's.
+
+    The backward writes the GELU's gradient over fc2's input gradient instead of into a new tensor:
+    one fewer (R, hidden) allocation, the block's largest, which on the CPU is page-faulted in fresh.
+    """
+
+    @staticmethod
+    def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+        """Gradients are wanted, in one plain dtype (no autocast, whose backward mixes dtypes), eagerly."""
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+            return False
+        return x.dtype == weight.dtype and (x.requires_grad or weight.requires_grad)
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        fc1_weight: torch.Tensor,
+        fc1_bias: torch.Tensor,
+        fc2_weight: torch.Tensor,
+        fc2_bias: torch.Tensor,
+    ) -> torch.Tensor:
+        hidden = torch.addmm(fc1_bias, x, fc1_weight.t())  # (R, hidden)
+        activated = F.gelu(hidden)  # (R, hidden)
+        ctx.save_for_backward(x, fc1_weight, hidden, activated, fc2_weight)
+        return torch.addmm(fc2_bias, activated, fc2_weight.t())  # (R, C)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, fc1_weight, hidden, activated, fc2_weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_fc2_weight = grad.t() @ activated if needs[3] else None
+        grad_fc2_bias = grad.sum(0) if needs[4] else None
+        grad_hidden = grad @ fc2_weight  # (R, hidden): the activation's gradient, then, in place, the hidden's
+        torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, approximate="none", grad_input=grad_hidden)
+        grad_x = grad_hidden @ fc1_weight if needs[0] else None
+        grad_fc1_weight = grad_hidden.t() @ x if needs[1] else None
+        grad_fc1_bias = grad_hidden.sum(0) if needs[2] else None
+        return grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias
+
+
 class Mlp(nn.Module):
     """fc1 -> activation -> fc2 -> dropout, on (..., C).
 
     `implementation` other than "eager" runs the linears through `swinv2.kernels.linear`, with an
-    exact GELU fused into fc1.
+    exact GELU fused into fc1, and trains an exact-GELU MLP through `_GeluMlp` (autograd's gradients
+    with one fewer hidden-sized allocation).
     """
 
     def __init__(self, dim: int, hidden: int, act: str, dropout: float, implementation: str = "auto") -> None:
@@ -239,6 +282,10 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.implementation == "eager":
             return self.drop(self.fc2(self.act(self.fc1(x))))
+        if self._gelu_fusable and _GeluMlp.applies(x, self.fc1.weight):
+            fc1, fc2 = self.fc1, self.fc2
+            rows = _GeluMlp.apply(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias, fc2.weight, fc2.bias)  # (R, C)
+            return self.drop(rows.view(x.shape))
         if self._gelu_fusable:
             hidden = kernels.linear(x, self.fc1.weight, self.fc1.bias, gelu=True)  # (..., hidden)
         else:

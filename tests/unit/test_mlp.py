@@ -1,0 +1,86 @@
+"""`swinv2.layers.Mlp`: the training path with the hand-written backward (`_GeluMlp`) against the
+plain modules, bit for bit, and where it steps aside."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swinv2.layers import Mlp, _GeluMlp
+
+
+def _pair(act: str = "gelu") -> tuple[Mlp, Mlp]:
+    """A fast-path MLP and an "eager" one (plain modules) with the same weights."""
+    torch.manual_seed(0)
+    fast = Mlp(12, 48, act, 0.0)
+    eager = Mlp(12, 48, act, 0.0, implementation="eager")
+    eager.load_state_dict(fast.state_dict())
+    return fast, eager
+
+
+def _train(mlp: Mlp, x: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+    x = x.detach().clone().requires_grad_(x.requires_grad)
+    out = mlp(x)
+    out.backward(grad_out)
+    grads = {name: p.grad for name, p in mlp.named_parameters()}
+    grads["x"] = x.grad
+    return out.detach(), grads
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = _GeluMlp.forward
+
+    def counted(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(_GeluMlp, "forward", staticmethod(counted))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(2, 7, 12), (5, 12)], ids=["tokens", "rows"])
+def test_training_gradients_are_autograds_bit_for_bit(
+    shape: tuple[int, ...], dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _calls(monkeypatch)
+    fast, eager = (m.to(dtype) for m in _pair())
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=generator, dtype=dtype).requires_grad_()
+    grad_out = torch.randn(shape, generator=generator, dtype=dtype)
+    out, grads = _train(fast, x, grad_out)
+    assert calls == [1]
+    expected_out, expected = _train(eager, x, grad_out)
+    assert out.shape == shape and torch.equal(out, expected_out)
+    for name, grad in grads.items():
+        assert grad is not None and grad.abs().max() > 0, name
+        assert torch.equal(grad, expected[name]), name
+
+
+def test_frozen_weights_get_no_gradient() -> None:
+    fast, eager = _pair()
+    for mlp in (fast, eager):
+        mlp.fc1.requires_grad_(False)
+    x = torch.randn(3, 12, requires_grad=True)
+    grad_out = torch.randn(3, 12)
+    _, grads = _train(fast, x, grad_out)
+    _, expected = _train(eager, x, grad_out)
+    assert grads["fc1.weight"] is None and grads["fc1.bias"] is None
+    for name in ("x", "fc2.weight", "fc2.bias"):
+        assert torch.equal(grads[name], expected[name]), name
+
+
+@pytest.mark.parametrize("case", ["no-grad", "autocast", "other-activation", "eager"])
+def test_plain_ops_where_it_does_not_apply(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _calls(monkeypatch)
+    fast, eager = _pair("gelu_new" if case == "other-activation" else "gelu")
+    mlp = eager if case == "eager" else fast
+    x = torch.randn(4, 12, requires_grad=True)
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"),
+        torch.set_grad_enabled(case != "no-grad"),
+    ):
+        out = mlp(x)
+    assert out.shape == (4, 12) and out.requires_grad == (case != "no-grad")
+    assert not calls
