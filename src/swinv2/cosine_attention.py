@@ -7,8 +7,9 @@ projection's (B*nW, N, 3C) output, with fewer passes over memory than the op-for
 - **Forward.** q and k are divided by their norms (floored as `F.normalize` floors them), each
   written once, head-major, straight from the projection's strided layout (the reference copies q,
   k, v head-major, then normalises each into a new tensor). The scores are scaled, biased
-  (+ shift mask) and softmaxed in place, in the reference's order, so the values are its bit for bit.
-- **Backward.** One autograd node instead of ~25: the softmax gradient by its fused kernel (in place),
+  (+ shift mask) and softmaxed in place (on the CPU), in the reference's order, so the values are
+  its bit for bit.
+- **Backward.** One autograd node instead of ~25: the softmax gradient by its fused kernel,
   the bias gradient summed over images, and the normalisation's gradient in closed form,
   d/dq (q / |q|) . g = (g - q̂ <g, q̂>) / |q|, written into the gradient's qkv layout. Autograd's
   generic graph instead scales, divides and negates the (N, N) and (N, Dh) tensors several times
@@ -47,10 +48,22 @@ def _attend(
     v = qkv.new_empty((w, nH, N, Dh)).copy_(v)
     scores = torch.matmul(q_unit, k_unit.transpose(-2, -1))  # (w, nH, N, N)
     scores.mul_(scale).view(-1, nW, nH, N, N).add_(bias)  # windows of whole images: the bias broadcasts per image
-    # in place: the kernel reads a row before writing it (the tests hold it to torch.softmax bit for bit)
-    probs = torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # (w, nH, N, N)
+    probs = _softmax_in_place(scores) if scores.is_cpu else scores.softmax(dim=-1)  # (w, nH, N, N)
     out = torch.matmul(probs, v).transpose(1, 2).reshape(w, N, C)  # (w, N, C), heads concatenated
     return out, (q_unit, k_unit, v, probs, norm_q, norm_k)
+
+
+# On the CPU the softmax and its gradient overwrite their (N, N) input: the CPU kernels read a row
+# before writing it (the tests hold both to the out-of-place kernels bit for bit). Elsewhere, where
+# that is not checked, they allocate.
+def _softmax_in_place(scores: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+
+
+def _softmax_gradient(grad_probs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    if grad_probs.is_cpu:
+        return torch.ops.aten._softmax_backward_data.out(grad_probs, probs, -1, probs.dtype, grad_input=grad_probs)
+    return torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
 
 
 def _through_normalisation(
@@ -88,9 +101,7 @@ class _CosineWindowAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v = grad_qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (w, nH, N, Dh) views into it
         grad_v.copy_(torch.matmul(probs.transpose(-2, -1), grad_out))
         grad_probs = torch.matmul(grad_out, v.transpose(-2, -1))  # (w, nH, N, N)
-        grad_scores = torch.ops.aten._softmax_backward_data.out(  # in place, as the forward's softmax
-            grad_probs, probs, -1, probs.dtype, grad_input=grad_probs
-        )  # (w, nH, N, N)
+        grad_scores = _softmax_gradient(grad_probs, probs)  # (w, nH, N, N)
         grad_bias = grad_scores.view(-1, nW, nH, N, N).sum(0) if bias_needs_grad else None  # (nW, nH, N, N)
         # scores = scale * q̂ k̂ᵀ + bias: dL/dq̂ = scale * (dscores @ k̂), dL/dk̂ = scale * (dscoresᵀ @ q̂)
         q_along = _through_normalisation(torch.matmul(grad_scores, k_unit), q_unit, norm_q, scale, out=grad_q)

@@ -231,7 +231,7 @@ class WindowAttention(nn.Module):
             if sdpa:
                 out = self._sdpa_attention(windows, terms)
             elif one_node:
-                qkv = F.linear(windows, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
+                qkv = kernels.linear(windows, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
                 out = cosine_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (w, N, C)
             else:
                 out = self._explicit_attention(windows, terms)[0]
