@@ -24,6 +24,7 @@ normalisation's gradient is summed in another order).
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 NORM_EPS = 1e-12  # F.normalize's floor on the norm
 
@@ -91,6 +92,7 @@ class _CosineWindowAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # its out= and in-place writes record no graph: no double backward
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q_unit, k_unit, v, probs, norm_q, norm_k, scale = ctx.saved_tensors  # type: ignore[attr-defined]
         w, nH, N, Dh = q_unit.shape

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from swinv2 import kernels
 
@@ -249,6 +250,7 @@ class _GeluMlp(torch.autograd.Function):
         return torch.addmm(fc2_bias, activated, fc2_weight.t())  # (R, C)
 
     @staticmethod
+    @once_differentiable  # its in-place GELU gradient records no graph: no double backward
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, fc1_weight, hidden, activated, fc2_weight = ctx.saved_tensors  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]

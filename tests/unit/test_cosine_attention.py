@@ -112,3 +112,13 @@ def test_a_zero_query_has_the_reference_gradient() -> None:
     expected = _gradients(reference, qkv, bias, scale, 2, grad_out)
     for o, e in zip(ours, expected, strict=True):
         torch.testing.assert_close(o, e, atol=1e-9 * e.abs().max().item(), rtol=0)
+
+
+def test_double_backward_is_refused_clearly() -> None:
+    """The backward writes in place and records no graph: a second derivative says so (the "eager"
+    implementation's plain ops support it)."""
+    qkv, bias, scale = inputs(4, 16, 2, 8, 4)
+    qkv.requires_grad_()
+    (grad,) = torch.autograd.grad(window_attention(qkv, bias, scale, 2).square().sum(), qkv, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()

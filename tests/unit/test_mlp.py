@@ -84,3 +84,11 @@ def test_plain_ops_where_it_does_not_apply(case: str, monkeypatch: pytest.Monkey
         out = mlp(x)
     assert out.shape == (4, 12) and out.requires_grad == (case != "no-grad")
     assert not calls
+
+
+def test_double_backward_is_refused_clearly() -> None:
+    fast, _ = _pair()
+    x = torch.randn(3, 12, requires_grad=True)
+    (grad,) = torch.autograd.grad(fast(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
