@@ -49,20 +49,26 @@ def _attend(
     v = qkv.new_empty((w, nH, N, Dh)).copy_(v)
     scores = torch.matmul(q_unit, k_unit.transpose(-2, -1))  # (w, nH, N, N)
     scores.mul_(scale).view(-1, nW, nH, N, N).add_(bias)  # windows of whole images: the bias broadcasts per image
-    probs = _softmax_in_place(scores) if scores.is_cpu else scores.softmax(dim=-1)  # (w, nH, N, N)
+    probs = _softmax(scores)  # (w, nH, N, N)
     out = torch.matmul(probs, v).transpose(1, 2).reshape(w, N, C)  # (w, N, C), heads concatenated
     return out, (q_unit, k_unit, v, probs, norm_q, norm_k)
 
 
-# On the CPU the softmax and its gradient overwrite their (N, N) input: the CPU kernels read a row
-# before writing it (the tests hold both to the out-of-place kernels bit for bit). Elsewhere, where
-# that is not checked, they allocate.
-def _softmax_in_place(scores: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+def _softmax_writes_in_place(t: torch.Tensor) -> bool:
+    """Whether the softmax and its gradient overwrite their (N, N) input: on the CPU, whose kernels
+    read a row before writing it (the tests hold both to the out-of-place kernels bit for bit).
+    Elsewhere, where that is not checked, they allocate."""
+    return t.is_cpu
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    if _softmax_writes_in_place(scores):
+        return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    return scores.softmax(dim=-1)
 
 
 def _softmax_gradient(grad_probs: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    if grad_probs.is_cpu:
+    if _softmax_writes_in_place(grad_probs):
         return torch.ops.aten._softmax_backward_data.out(grad_probs, probs, -1, probs.dtype, grad_input=grad_probs)
     return torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from swinv2 import cosine_attention
 from swinv2.cosine_attention import window_attention
 from swinv2.layers import MASKED
 
@@ -122,3 +123,22 @@ def test_double_backward_is_refused_clearly() -> None:
     (grad,) = torch.autograd.grad(window_attention(qkv, bias, scale, 2).square().sum(), qkv, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         grad.sum().backward()
+
+
+def test_the_allocating_softmax_used_off_the_cpu_agrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off the CPU the softmax and its gradient allocate instead of writing in place; same values."""
+    qkv, bias, scale = inputs(8, 16, 2, 8, 4)
+    grad_out = torch.randn(8, 16, 16, generator=torch.Generator().manual_seed(1))
+    in_place = window_attention(qkv, bias, scale, 2), _gradients(window_attention, qkv, bias, scale, 2, grad_out)
+    writes: list[bool] = []
+
+    def allocating(t: torch.Tensor) -> bool:
+        writes.append(False)
+        return False
+
+    monkeypatch.setattr(cosine_attention, "_softmax_writes_in_place", allocating)
+    allocated = window_attention(qkv, bias, scale, 2), _gradients(window_attention, qkv, bias, scale, 2, grad_out)
+    assert len(writes) == 3  # the inference forward, the training forward and the backward
+    assert torch.equal(allocated[0], in_place[0])
+    for a, b in zip(allocated[1], in_place[1], strict=True):
+        assert torch.equal(a, b)
