@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 
 
 @functools.cache
@@ -52,9 +53,21 @@ def _onednn_linear_available() -> bool:
         return False
 
 
+def plain_ops_required(x: torch.Tensor) -> bool:
+    """Whether only plain differentiable ops may touch `x`: while `torch.compile` traces (it fuses the
+    plain ops itself), and under `torch.func` transforms or forward-mode AD, which cannot see through
+    out= writes, other kernels or hand-written autograd nodes."""
+    if torch.compiler.is_compiling():
+        return True
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    if is_wrapped is not None and is_wrapped(x):
+        return True
+    return forward_ad.unpack_dual(x).tangent is not None
+
+
 def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
     """ "plain", "fp32" (CPU inference in fp32) or "bf16-on-fp32" (see the module docstring)."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or plain_ops_required(x):
         return "plain"
     tensors = (x, weight) if bias is None else (x, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

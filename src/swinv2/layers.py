@@ -89,12 +89,18 @@ class _GatherTokens(torch.autograd.Function):
         zero_grad: torch.Tensor | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(inverse, zero_grad)
+        ctx.forward_gather = (index, zero_out)  # type: ignore[attr-defined]  # int tensors, for `jvp`
         return _gather(x, index, zero_out)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         inverse, zero_grad = ctx.saved_tensors  # type: ignore[attr-defined]
         return _gather(grad, inverse, zero_grad), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: torch.Tensor, *_: object) -> torch.Tensor:
+        """Forward-mode derivative (`torch.autograd.forward_ad`): the tangent gathered like the input."""
+        return _gather(tangent, *ctx.forward_gather)  # type: ignore[attr-defined]
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
@@ -229,11 +235,12 @@ class _GeluMlp(torch.autograd.Function):
     """
 
     @staticmethod
-    def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    def applies(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> bool:
         """Gradients are wanted, in one plain dtype (no autocast, whose backward mixes dtypes), eagerly."""
-        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled(x.device.type):
+        if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or kernels.plain_ops_required(x):
             return False
-        return x.dtype == weight.dtype and (x.requires_grad or weight.requires_grad)
+        tensors = (x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        return x.dtype == fc1.weight.dtype and any(t.requires_grad for t in tensors)
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -284,7 +291,7 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.implementation == "eager":
             return self.drop(self.fc2(self.act(self.fc1(x))))
-        if self._gelu_fusable and _GeluMlp.applies(x, self.fc1.weight):
+        if self._gelu_fusable and _GeluMlp.applies(x, self.fc1, self.fc2):
             fc1, fc2 = self.fc1, self.fc2
             rows = _GeluMlp.apply(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias, fc2.weight, fc2.bias)  # (R, C)
             return self.drop(rows.view(x.shape))

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import torch
 import transformers
+from torch.autograd import forward_ad
 
 from helpers import TINY, TINY_SHAPED, hf_config, image_batch, natural_images, perturb_, tiny_config
-from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model
+from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention
 from swinv2.checkpoints import read_state_dict
-from swinv2.layers import shifted_window_mask, window_order
+from swinv2.layers import _GeluMlp, shifted_window_mask, window_order
 from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, WindowAttention
 
 ATOL = 1e-5
@@ -132,7 +133,21 @@ def test_auto_takes_explicit_scores_in_full_precision(dtype: torch.dtype) -> Non
     assert (out["sdpa"] - out["eager"]).abs().max() > 10 * (out["auto"] - out["eager"]).abs().max()
 
 
-def test_auto_trains_like_eager_in_fp32() -> None:
+@pytest.fixture
+def node_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts of the forwards of the two hand-written autograd nodes (attention, MLP)."""
+    calls = {"attention": 0, "mlp": 0}
+    for name, node in (("attention", cosine_attention._CosineWindowAttention), ("mlp", _GeluMlp)):
+
+        def counted(*args: Any, name: str = name, original: Any = node.forward) -> torch.Tensor:
+            calls[name] += 1
+            return original(*args)
+
+        monkeypatch.setattr(node, "forward", staticmethod(counted))
+    return calls
+
+
+def test_auto_trains_like_eager_in_fp32(node_calls: dict[str, int]) -> None:
     """auto's training forward is eager's bit for bit; its own backward (`swinv2.cosine_attention`)
     gives gradients as close to a float64 model's as eager's autograd."""
     x = image_batch(2, 64, 64)
@@ -143,18 +158,39 @@ def test_auto_trains_like_eager_in_fp32() -> None:
         ("exact", "eager", torch.float64),
     ):
         model = _model(implementation=implementation).to(dtype).train()
-        torch.manual_seed(0)  # the same drop-path draws for all three
         outputs[name] = model(x.to(dtype)).last_hidden_state
         outputs[name].square().mean().backward()
         grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        if name == "auto":  # four blocks, each through both nodes; eager through neither
+            assert node_calls == {"attention": 4, "mlp": 4}
+    assert node_calls == {"attention": 4, "mlp": 4}
     assert torch.equal(outputs["auto"], outputs["eager"])
-    assert not torch.equal(grads["auto"], grads["eager"])  # guard: the hand-written backward ran
 
     def error(name: str) -> float:
         return ((grads[name].double() - grads["exact"]).abs().max() / grads["exact"].abs().max()).item()
 
     # measured: auto 2.9e-7, eager 2.3e-7 of the largest gradient
     assert error("auto") <= 2 * error("eager"), (error("auto"), error("eager"))
+
+
+def _jvp(model: Swinv2Model, x: torch.Tensor, direction: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "torch.func":
+        return torch.func.jvp(lambda t: model(t).last_hidden_state, (x,), (direction,))[1]
+    with forward_ad.dual_level():
+        return forward_ad.unpack_dual(model(forward_ad.make_dual(x, direction)).last_hidden_state).tangent
+
+
+@pytest.mark.parametrize("how", ["torch.func", "forward_ad"])
+def test_forward_mode_differentiation_takes_the_plain_ops(how: str, node_calls: dict[str, int]) -> None:
+    """Forward-mode AD cannot see through the nodes' out= writes: auto gives way to plain ops."""
+    model = _model()
+    x, direction = image_batch(1, 64, 64), image_batch(1, 64, 64, seed=1)
+    auto = _jvp(model, x, direction, how)
+    model.set_attn_implementation("eager")
+    eager = _jvp(model, x, direction, how)
+    assert node_calls == {"attention": 0, "mlp": 0}
+    assert auto.abs().max() > 0
+    torch.testing.assert_close(auto, eager, atol=ATOL, rtol=0)
 
 
 def test_auto_is_sdpa_under_bf16_autocast() -> None:
@@ -404,6 +440,21 @@ def test_compile_fullgraph_matches_and_does_not_recompile(implementation: str, f
     for out in outputs:
         torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state, atol=ATOL, rtol=0)
         torch.testing.assert_close(out.pooler_output, expected.pooler_output, atol=ATOL, rtol=0)
+
+
+def test_compiled_training_traces_the_plain_ops(fresh_dynamo: None, node_calls: dict[str, int]) -> None:
+    """Under compile in training the hand-written nodes step aside: one graph of plain ops, eager's gradients."""
+    model = _model().train()
+    x = image_batch(2, 64, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled(x).last_hidden_state.square().mean().backward()
+    assert node_calls == {"attention": 0, "mlp": 0}
+    compiled_grads = {name: p.grad for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model.set_attn_implementation("eager")
+    model(x).last_hidden_state.square().mean().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(compiled_grads[name], p.grad, atol=1e-6 * p.grad.abs().max().item(), rtol=0)
 
 
 @pytest.mark.slow

@@ -92,3 +92,21 @@ def test_double_backward_is_refused_clearly() -> None:
     (grad,) = torch.autograd.grad(fast(x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         grad.sum().backward()
+
+
+@pytest.mark.parametrize("trained", ["x", "fc1.bias", "fc2.weight"])
+def test_any_one_trained_tensor_takes_the_node(trained: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _calls(monkeypatch)
+    fast, eager = _pair()
+    for mlp in (fast, eager):
+        for name, p in mlp.named_parameters():
+            p.requires_grad_(name == trained)
+    x = torch.randn(3, 12, requires_grad=trained == "x")
+    grad_out = torch.randn(3, 12)
+    _, grads = _train(fast, x, grad_out)
+    _, expected = _train(eager, x, grad_out)
+    assert calls == [1]
+    for name, grad in grads.items():
+        assert (grad is not None) == (name == trained), name
+        if grad is not None:
+            assert torch.equal(grad, expected[name]), name

@@ -224,8 +224,8 @@ class WindowAttention(nn.Module):
             out = triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (B*nW, N, C)
             return self.proj_drop(self.proj(out)), None
         sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
-        # the one-node cosine attention, except where attention dropout acts or compile traces plain ops
-        one_node = not ((self.training and self.attn_drop.p > 0) or torch.compiler.is_compiling())
+        # the one-node cosine attention, except where attention dropout acts or plain ops are required
+        one_node = not ((self.training and self.attn_drop.p > 0) or kernels.plain_ops_required(x))
 
         def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
             if sdpa:
