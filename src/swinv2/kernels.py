@@ -53,16 +53,22 @@ def _onednn_linear_available() -> bool:
         return False
 
 
-def plain_ops_required(x: torch.Tensor) -> bool:
-    """Whether only plain differentiable ops may touch `x`: while `torch.compile` traces (it fuses the
-    plain ops itself), and under `torch.func` transforms or forward-mode AD, which cannot see through
-    out= writes, other kernels or hand-written autograd nodes."""
+def transformed(x: torch.Tensor) -> bool:
+    """Whether `x` is seen through a `torch.func` transform (jvp, vmap, grad) or carries a forward-mode
+    tangent (`torch.autograd.forward_ad`): then only plain differentiable ops may touch it, not out=
+    writes, other kernels or hand-written autograd nodes. (False while `torch.compile` traces: it
+    cannot trace the check, and it differentiates the traced graph itself.)"""
     if torch.compiler.is_compiling():
-        return True
+        return False
     is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     if is_wrapped is not None and is_wrapped(x):
         return True
     return forward_ad.unpack_dual(x).tangent is not None
+
+
+def plain_ops_required(x: torch.Tensor) -> bool:
+    """`transformed(x)`, or `torch.compile` tracing (which fuses the plain ops itself)."""
+    return torch.compiler.is_compiling() or transformed(x)
 
 
 def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:

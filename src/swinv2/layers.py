@@ -89,18 +89,12 @@ class _GatherTokens(torch.autograd.Function):
         zero_grad: torch.Tensor | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(inverse, zero_grad)
-        ctx.forward_gather = (index, zero_out)  # type: ignore[attr-defined]  # int tensors, for `jvp`
         return _gather(x, index, zero_out)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         inverse, zero_grad = ctx.saved_tensors  # type: ignore[attr-defined]
         return _gather(grad, inverse, zero_grad), None, None, None, None
-
-    @staticmethod
-    def jvp(ctx: torch.autograd.function.FunctionCtx, tangent: torch.Tensor, *_: object) -> torch.Tensor:
-        """Forward-mode derivative (`torch.autograd.forward_ad`): the tangent gathered like the input."""
-        return _gather(tangent, *ctx.forward_gather)  # type: ignore[attr-defined]
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor, zero: torch.Tensor | None) -> torch.Tensor:
@@ -114,14 +108,14 @@ def _gather(x: torch.Tensor, index: torch.Tensor, zero: torch.Tensor | None) -> 
 
 def to_windows(x: torch.Tensor, order: WindowOrder) -> torch.Tensor:
     """(B, H*W, C) grid tokens -> (B, nW*N, C) window slots (padding slots zero)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if torch.is_grad_enabled() and x.requires_grad and not kernels.transformed(x):
         return _GatherTokens.apply(x, order.to_windows, order.to_grid, order.pad_slots, None)
     return _gather(x, order.to_windows, order.pad_slots)
 
 
 def to_grid(windows: torch.Tensor, order: WindowOrder) -> torch.Tensor:
     """(B, nW*N, C) window slots -> (B, H*W, C) grid tokens (padding dropped); inverse of `to_windows`."""
-    if torch.is_grad_enabled() and windows.requires_grad:
+    if torch.is_grad_enabled() and windows.requires_grad and not kernels.transformed(windows):
         return _GatherTokens.apply(windows, order.to_grid, order.to_windows, None, order.pad_slots)
     return _gather(windows, order.to_grid, None)
 
