@@ -354,3 +354,39 @@ def test_single_image_one_window_row_high_runs(size):
         out = models()["model"](image_batch(1, H, W)).last_hidden_state
     g1 = grids(H, W)[1]
     assert out.shape == (1, g1[0] * g1[1], HIDDEN)
+
+
+@cache
+def training_models() -> dict[str, Swinv2Model]:
+    """The perturbed tiny model in training mode: "auto" and "eager" in fp32, and "eager" in fp64 (the
+    exact reference), all with the same weights."""
+    torch.manual_seed(0)
+    auto = perturb_(Swinv2Model(tiny_config()), seed=7).float().train()
+    built = {"auto": auto}
+    for name, dtype in (("eager", torch.float32), ("exact", torch.float64)):
+        built[name] = Swinv2Model(tiny_config()).to(dtype).train()
+        built[name].load_state_dict(auto.state_dict())
+        built[name].set_attn_implementation("eager")
+    return built
+
+
+@MODEL
+@given(st.tuples(st.integers(1, 2), sizes, sizes), st.integers(0, 2**16))
+def test_training_fast_path_forward_is_eager_bit_for_bit_with_gradients_as_close(shape, seed):
+    """auto's training nodes (cosine attention, GELU MLP) at any size: eager's forward exactly, and
+    every parameter's gradient within rounding noise of float64: at most 10x eager's own error or 1e-5
+    of the gradient's largest entry. (Sums that cancel, such as q_bias's over all tokens, put the two
+    fp32 paths' errors up to ~3x apart; a wrong gradient is off by orders of magnitude more.)"""
+    B, H, W = shape
+    x = image_batch(B, H, W, seed=seed)
+    outputs, grads = {}, {}
+    for name, model in training_models().items():
+        model.zero_grad(set_to_none=True)
+        outputs[name] = model(x.to(next(model.parameters()).dtype)).last_hidden_state
+        outputs[name].square().mean().backward()
+        grads[name] = {key: p.grad.double() for key, p in model.named_parameters()}
+    assert torch.equal(outputs["auto"], outputs["eager"])
+    for key, exact in grads["exact"].items():
+        auto_error = (grads["auto"][key] - exact).abs().max().item()
+        eager_error = (grads["eager"][key] - exact).abs().max().item()
+        assert auto_error <= 10 * eager_error + 1e-5 * exact.abs().max().item(), (key, auto_error, eager_error)
