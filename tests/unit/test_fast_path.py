@@ -193,6 +193,18 @@ def test_forward_mode_differentiation_takes_the_plain_ops(how: str, node_calls: 
     torch.testing.assert_close(auto, eager, atol=ATOL, rtol=0)
 
 
+def test_torch_func_grad_and_vmap_run_through_the_plain_ops(node_calls: dict[str, int]) -> None:
+    model = _model()
+    x = image_batch(2, 64, 64)
+    grad = torch.func.grad(lambda t: model(t).last_hidden_state.square().mean())(x)
+    assert node_calls == {"attention": 0, "mlp": 0}
+    leaf = x.clone().requires_grad_()
+    model(leaf).last_hidden_state.square().mean().backward()
+    torch.testing.assert_close(grad, leaf.grad, atol=1e-6 * leaf.grad.abs().max().item(), rtol=0)
+    mapped = torch.func.vmap(lambda image: model(image.unsqueeze(0)).last_hidden_state.squeeze(0))(x)
+    torch.testing.assert_close(mapped, _run(model, x), atol=ATOL, rtol=0)
+
+
 def test_auto_is_sdpa_under_bf16_autocast() -> None:
     model = _model()
     with torch.autocast("cpu", dtype=torch.bfloat16):
