@@ -92,8 +92,9 @@ class WindowAttention(nn.Module):
     `scaled_dot_product_attention` with the bias (+ shift mask) as its additive mask. "auto" (the
     default) takes SDPA in bf16/fp16 and, in fp32/fp64, where exactness is measurable (SDPA's own
     summation order moved a parity case 1.07e-5 away), the eager scores bit for bit through one
-    autograd node with a hand-written backward (`swinv2.cosine_attention`; ~30% faster in training,
-    and the op-for-op ops when attention dropout acts or `torch.compile` traces). Both non-eager choices
+    autograd node with a hand-written backward (`swinv2.cosine_attention`; ~30% faster in training),
+    or op for op where attention dropout acts or only plain ops may run (`torch.compile`, `torch.func`,
+    forward-mode AD; `swinv2.kernels.plain_ops_required`). Both non-eager choices
     run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
     whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
     needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
