@@ -227,16 +227,19 @@ class _GeluMlp(torch.autograd.Function):
     Two (R, hidden) tensors fewer than autograd's graph, the block's largest: the activation is not
     kept for fc2's weight gradient but recomputed from the saved pre-activation (one GELU pass; the
     tiny model's training peak drops by ~12% on the CPU at the same speed), and the backward writes
-    the GELU's gradient over fc2's input gradient instead of into a new tensor.
+    the GELU's gradient over fc2's input gradient instead of into a new tensor. Under autocast it
+    computes in the autocast dtype, casting its inputs as autocast casts a linear's and returning
+    gradients in the inputs' own dtypes, as autograd's graph through the casts does.
     """
 
     @staticmethod
     def applies(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> bool:
-        """Gradients are wanted, in one plain dtype (no autocast, whose backward mixes dtypes), eagerly."""
-        if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or kernels.plain_ops_required(x):
+        """Gradients are wanted, and only eager ops run (not compile, `torch.func` or forward-mode AD)."""
+        if not torch.is_grad_enabled() or kernels.plain_ops_required(x):
             return False
-        tensors = (x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-        return x.dtype == fc1.weight.dtype and any(t.requires_grad for t in tensors)
+        if not torch.is_autocast_enabled(x.device.type) and x.dtype != fc1.weight.dtype:
+            return False  # the plain ops raise their own dtype error
+        return any(t.requires_grad for t in (x, fc1.weight, fc1.bias, fc2.weight, fc2.bias))
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -247,23 +250,35 @@ class _GeluMlp(torch.autograd.Function):
         fc2_weight: torch.Tensor,
         fc2_bias: torch.Tensor,
     ) -> torch.Tensor:
-        hidden = torch.addmm(fc1_bias, x, fc1_weight.t())  # (R, hidden)
+        device = x.device.type
+        inputs = (x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        ctx.input_dtypes = [t.dtype for t in inputs]  # type: ignore[attr-defined]
+        if torch.is_autocast_enabled(device):  # autocast's cast for a linear: floating, not float64
+            dtype = torch.get_autocast_dtype(device)
+            inputs = tuple(t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in inputs)
+        x, fc1_weight, fc1_bias, fc2_weight, fc2_bias = inputs
+        with torch.autocast(device, enabled=False):
+            hidden = torch.addmm(fc1_bias, x, fc1_weight.t())  # (R, hidden)
+            out = torch.addmm(fc2_bias, F.gelu(hidden), fc2_weight.t())  # (R, C)
         ctx.save_for_backward(x, fc1_weight, hidden, fc2_weight)
-        return torch.addmm(fc2_bias, F.gelu(hidden), fc2_weight.t())  # (R, C)
+        return out
 
     @staticmethod
     @once_differentiable  # its in-place GELU gradient records no graph: no double backward
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, fc1_weight, hidden, fc2_weight = ctx.saved_tensors  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grad_fc2_weight = grad.t() @ F.gelu(hidden) if needs[3] else None
-        grad_fc2_bias = grad.sum(0) if needs[4] else None
-        grad_hidden = grad @ fc2_weight  # (R, hidden): the activation's gradient, then, in place, the hidden's
-        torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, approximate="none", grad_input=grad_hidden)
-        grad_x = grad_hidden @ fc1_weight if needs[0] else None
-        grad_fc1_weight = grad_hidden.t() @ x if needs[1] else None
-        grad_fc1_bias = grad_hidden.sum(0) if needs[2] else None
-        return grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias
+        with torch.autocast(grad.device.type, enabled=False):
+            grad = grad.to(hidden.dtype)
+            grad_fc2_weight = grad.t() @ F.gelu(hidden) if needs[3] else None
+            grad_fc2_bias = grad.sum(0) if needs[4] else None
+            grad_hidden = grad @ fc2_weight  # (R, hidden): the activation's gradient, then, in place, the hidden's
+            torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, approximate="none", grad_input=grad_hidden)
+            grad_x = grad_hidden @ fc1_weight if needs[0] else None
+            grad_fc1_weight = grad_hidden.t() @ x if needs[1] else None
+            grad_fc1_bias = grad_hidden.sum(0) if needs[2] else None
+        grads = (grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias)
+        return tuple(g if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.input_dtypes, strict=True))  # type: ignore[attr-defined]
 
 
 class Mlp(nn.Module):

@@ -71,7 +71,7 @@ def test_frozen_weights_get_no_gradient() -> None:
         assert torch.equal(grads[name], expected[name]), name
 
 
-@pytest.mark.parametrize("case", ["no-grad", "autocast", "other-activation", "eager"])
+@pytest.mark.parametrize("case", ["no-grad", "other-activation", "eager"])
 def test_plain_ops_where_it_does_not_apply(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(monkeypatch)
     fast, eager = _pair("gelu_new" if case == "other-activation" else "gelu")
@@ -110,3 +110,27 @@ def test_any_one_trained_tensor_takes_the_node(trained: str, monkeypatch: pytest
         assert (grad is not None) == (name == trained), name
         if grad is not None:
             assert torch.equal(grad, expected[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_training_is_autocasts_bit_for_bit(dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under autocast the node computes in the autocast dtype and returns fp32 gradients, like the
+    plain modules' graph through autocast's casts."""
+    calls = _calls(monkeypatch)
+    fast, eager = _pair()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 7, 12, generator=generator, requires_grad=True)
+    grad_out = torch.randn(2, 7, 12, generator=generator)
+    results = []
+    for mlp in (fast, eager):
+        leaf = x.detach().clone().requires_grad_()
+        with torch.autocast("cpu", dtype=dtype):
+            out = mlp(leaf)
+        out.backward(grad_out.to(dtype))  # outside autocast, as recommended
+        results.append((out.detach(), {**{n: p.grad for n, p in mlp.named_parameters()}, "x": leaf.grad}))
+    assert calls == [1]
+    (out, grads), (expected_out, expected) = results
+    assert out.dtype == expected_out.dtype == dtype and torch.equal(out, expected_out)
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32 and grad.abs().max() > 0, name
+        assert torch.equal(grad, expected[name]), name
