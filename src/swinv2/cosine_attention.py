@@ -131,12 +131,15 @@ class _CosineWindowAttention(torch.autograd.Function):
         grad_bias = grad_scores.view(-1, nW, nH, N, N).sum(0) if bias_needs_grad else None  # (nW, nH, N, N)
         # scores = scale * q̂ k̂ᵀ + bias: dL/dq̂ = scale * (dscores @ k̂), dL/dk̂ = scale * (dscoresᵀ @ q̂),
         # dL/dscale = Σ dscores ⊙ q̂ k̂ᵀ = Σ <dscores @ k̂, q̂> per head
-        q_along = _through_normalisation(torch.matmul(grad_scores, k_unit), q_unit, norm_q, scale, grad_q)
+        grad_scale = None
+        if qkv_needs_grad or scale_needs_grad:
+            grad_q_unit = torch.matmul(grad_scores, k_unit)  # (w, nH, N, Dh)
+            q_along = _through_normalisation(grad_q_unit, q_unit, norm_q, scale, grad_q)  # (w, nH, N, 1)
+            grad_scale = q_along.sum((0, 2, 3)).view(nH, 1, 1) if scale_needs_grad else None  # (nH, 1, 1)
         if qkv_needs_grad:
             grad_k_unit = torch.matmul(grad_scores.transpose(-2, -1), q_unit)  # (w, nH, N, Dh)
             _through_normalisation(grad_k_unit, k_unit, norm_k, scale, grad_k)
             grad_qkv = grad_qkv.view(w, N, 3 * nH * Dh)  # (w, N, 3C)
-        grad_scale = q_along.sum((0, 2, 3)).view(nH, 1, 1) if scale_needs_grad else None  # (nH, 1, 1)
         return grad_qkv, grad_bias, grad_scale, None
 
 

@@ -1,7 +1,9 @@
 """Linear layers of the fast path: the values of `F.linear` (+ exact GELU), through faster CPU kernels.
 
 Two linear routes, both for inference on the CPU (no gradient needed, not under `torch.compile`, which
-fuses on its own); everything else, and the "eager" reference path, takes plain `F.linear`:
+fuses on its own, nor under `torch.func` / forward-mode AD: `plain_ops_required`, which the model's
+hand-written autograd nodes consult too); everything else, and the "eager" reference path, takes
+plain `F.linear`:
 
 - **fp32 linear + GELU: one oneDNN matmul with bias and GELU in its epilogue**, instead of MKL's addmm
   (which first copies the broadcast bias into the whole output) and a GELU pass over the largest
