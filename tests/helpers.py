@@ -89,3 +89,16 @@ def hf_twins(cls_name: str, config: Swinv2Config, seed: int = 0) -> tuple[nn.Mod
     ours = getattr(swinv2, cls_name)(config).eval()
     ours.load_hf_state_dict(theirs.state_dict())
     return theirs, ours
+
+
+def count_forwards(monkeypatch: Any, **nodes: type[torch.autograd.Function]) -> dict[str, int]:
+    """Patch each autograd Function's forward to count its calls; returns the live counts by name."""
+    calls = dict.fromkeys(nodes, 0)
+    for name, node in nodes.items():
+
+        def counted(*args: Any, name: str = name, original: Any = node.forward) -> Any:
+            calls[name] += 1
+            return original(*args)
+
+        monkeypatch.setattr(node, "forward", staticmethod(counted))
+    return calls

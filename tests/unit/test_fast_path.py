@@ -18,7 +18,7 @@ import torch
 import transformers
 from torch.autograd import forward_ad
 
-from helpers import TINY, TINY_SHAPED, hf_config, image_batch, natural_images, perturb_, tiny_config
+from helpers import TINY, TINY_SHAPED, count_forwards, hf_config, image_batch, natural_images, perturb_, tiny_config
 from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention
 from swinv2.checkpoints import read_state_dict
 from swinv2.layers import _GeluMlp, shifted_window_mask, window_order
@@ -136,15 +136,7 @@ def test_auto_takes_explicit_scores_in_full_precision(dtype: torch.dtype) -> Non
 @pytest.fixture
 def node_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts of the forwards of the two hand-written autograd nodes (attention, MLP)."""
-    calls = {"attention": 0, "mlp": 0}
-    for name, node in (("attention", cosine_attention._CosineWindowAttention), ("mlp", _GeluMlp)):
-
-        def counted(*args: Any, name: str = name, original: Any = node.forward) -> torch.Tensor:
-            calls[name] += 1
-            return original(*args)
-
-        monkeypatch.setattr(node, "forward", staticmethod(counted))
-    return calls
+    return count_forwards(monkeypatch, attention=cosine_attention._CosineWindowAttention, mlp=_GeluMlp)
 
 
 def test_auto_trains_like_eager_in_fp32(node_calls: dict[str, int]) -> None:
