@@ -5,15 +5,24 @@ fuses on its own, nor under `torch.func` / forward-mode AD: `plain_ops_required`
 hand-written autograd nodes consult too); everything else, and the "eager" reference path, takes
 plain `F.linear`:
 
-- **fp32 linear + GELU: one oneDNN matmul with bias and GELU in its epilogue**, instead of MKL's addmm
-  (which first copies the broadcast bias into the whole output) and a GELU pass over the largest
-  activation of the block. Its GELU is the exact (erf) one. Linears without GELU stay on MKL: oneDNN
-  saves little there, and its own summation order moved the outputs ~15% further from the eager path.
+- **fp32: oneDNN's matmul on the weight packed once into its blocked layout**, with the bias (and an
+  exact, erf GELU where asked) in its epilogue. MKL's addmm, which `F.linear` calls, repacks the
+  weight on every call and first copies the broadcast bias into the whole output; at the tiny model's
+  shapes the packed oneDNN matmul takes 10-25% less time (most at batch 1), and the fused GELU saves
+  a pass over the largest activation of the block. Its sums equal addmm's bit for bit up to
+  `ONEDNN_SAME_SUM_K` inputs per output; linears with more inputs and no GELU stay on `F.linear`.
 - **bf16 autocast on an x86 CPU without bf16 units (no AVX512-BF16, no AMX).** There PyTorch's bf16
   matmul is emulated and 2.5-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
   rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in fp32, and
   bf16 matmuls accumulate in fp32 anyway, so the result, rounded to bf16, is what autocast promises,
   at fp32 speed. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
+  The weight is rounded and packed once, like the fp32 route's.
+
+The packed weights are kept per weight tensor while it lives (`_packed_weight`): one more copy of
+the linear weights during CPU inference (the tiny model: ~110 MB), given back by `forget_packed`
+(the models' `clear_caches`). A pack is remade whenever its weight changes in place (an optimizer
+step, `copy_`, `load_state_dict`: its version counter moves) or is replaced (`.data =`, `.to()`).
+Writes through `.data` bypass version counting by design in PyTorch: call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
@@ -25,12 +34,14 @@ from __future__ import annotations
 
 import functools
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 @functools.cache
@@ -88,12 +99,72 @@ def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return "fp32" if x.dtype == weight.dtype == torch.float32 else "plain"
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+@dataclass(frozen=True)
+class _Pack:
+    """A weight in oneDNN's blocked layout, and what identifies the values it was packed from."""
+
+    source: torch.Tensor  # the weight's data then: holds its storage, so no other tensor takes its address
+    version: int  # the weight's version counter then
+    rounded: bool  # packed from the weight rounded to bf16 (the bf16-on-fp32 route)
+    packed: torch.Tensor
+
+    def holds(self, weight: torch.Tensor, rounded: bool) -> bool:
+        source = self.source
+        return (
+            self.rounded == rounded
+            and source.data_ptr() == weight.data_ptr()
+            and self.version == weight._version
+            and source.shape == weight.shape
+            and source.stride() == weight.stride()
+            and source.dtype == weight.dtype
+        )
+
+
+# Up to this many inputs per output oneDNN's fp32 matmul sums as MKL's sgemm does (bit for bit; measured
+# on AVX-512); above, its order differs (~3e-6 relative), which summed over a model came to 1.07e-5
+# from transformers (1e-5 is the parity bound). GELU-fused linears take oneDNN at any K.
+ONEDNN_SAME_SUM_K = 384
+
+_PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight tensor -> _Pack, dropped with the weight
+
+
+def _pack(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
+    """`weight` (rounded to bf16 first when `rounded`), reordered into oneDNN's blocked layout."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).float() if rounded else weight)
+
+
+def _packed_weight(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
+    """`_pack(weight, rounded)`, made on first use and again whenever the weight's values may have
+    changed (see the module docstring)."""
+    if weight.is_inference():  # no version counter to tell in-place changes by: pack for this call only
+        return _pack(weight, rounded)
+    pack = _PACKS.get(weight)
+    if pack is None or not pack.holds(weight, rounded):
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
+            source = weight.detach()
+            pack = _Pack(source, weight._version, rounded, _pack(source, rounded))
+        _PACKS[weight] = pack
+    return pack.packed
+
+
+def forget_packed(weights: Iterable[torch.Tensor]) -> None:
+    """Drop the packed copies of `weights` (they are remade on next use)."""
+    for weight in weights:
+        _PACKS.pop(weight, None)
+
+
+def _onednn_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool, round_weight: bool
+) -> torch.Tensor:
+    """fp32 `F.linear` (+ GELU) by oneDNN on the packed weight; `round_weight` rounds the weight to bf16
+    first (x and bias arrive rounded)."""
     if not _onednn_linear_available():
+        weight = weight.to(torch.bfloat16).float() if round_weight else weight
         out = F.linear(x, weight, bias)
         return F.gelu(out) if gelu else out
+    packed = _packed_weight(weight, round_weight)
     # post-op "gelu" with algorithm "none" is the exact (erf) GELU; "none" post-op takes no algorithm
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False) -> torch.Tensor:
@@ -108,12 +179,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         (..., M) in the dtype `F.linear` would give (bf16 under bf16 autocast).
     """
     route = _route(x, weight, bias)
-    if route == "fp32" and gelu:
-        return _onednn_linear(x, weight, bias, gelu)
+    if route == "fp32" and (gelu or weight.shape[1] <= ONEDNN_SAME_SUM_K):
+        return _onednn_linear(x, weight, bias, gelu, round_weight=False)
     if route == "bf16-on-fp32":
         with torch.autocast("cpu", enabled=False):
-            rounded = [t if t is None else t.to(torch.bfloat16).float() for t in (x, weight, bias)]
-            return _onednn_linear(*rounded, gelu).to(torch.bfloat16)
+            x, bias = (t if t is None else t.to(torch.bfloat16).float() for t in (x, bias))
+            return _onednn_linear(x, weight, bias, gelu, round_weight=True).to(torch.bfloat16)
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
 

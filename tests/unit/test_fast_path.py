@@ -8,6 +8,7 @@ fp16 bounds are stated next to their tests with the values measured when they we
 
 from __future__ import annotations
 
+import copy
 import time
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ import transformers
 from torch.autograd import forward_ad
 
 from helpers import TINY, TINY_SHAPED, count_forwards, hf_config, image_batch, natural_images, perturb_, tiny_config
-from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention
+from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention, kernels
 from swinv2.checkpoints import read_state_dict
 from swinv2.layers import _GeluMlp, shifted_window_mask, window_order
 from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, WindowAttention
@@ -257,6 +258,19 @@ def test_in_place_parameter_change_invalidates_the_cache(modify: Any) -> None:
     with torch.no_grad():
         for attn in _attentions(model):
             modify(attn)
+    after = _run(model, x)
+    torch.testing.assert_close(after, _run(_cold_copy(model), x), **EXACT)
+    assert _max_diff(after, before) > 1e-3
+
+
+@pytest.mark.parametrize("linear", ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"])
+def test_in_place_linear_weight_change_reaches_the_packed_weights(linear: str) -> None:
+    model = _model()
+    x = image_batch(2, 64, 64)
+    before = _run(model, x)
+    with torch.no_grad():
+        for block in (m for m in model.modules() if isinstance(m, Swinv2Block)):
+            block.get_submodule(linear).weight.mul_(1.25)
     after = _run(model, x)
     torch.testing.assert_close(after, _run(_cold_copy(model), x), **EXACT)
     assert _max_diff(after, before) > 1e-3
@@ -552,13 +566,30 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_gradients() -> None:
 
 
 def test_writes_through_data_need_clear_caches() -> None:
-    """`param.data` bypasses PyTorch's version counter, so the cache cannot see it; clear_caches() can."""
+    """`param.data` bypasses PyTorch's version counter, so the caches cannot see it; clear_caches() can.
+    It also gives back the packed linear weights."""
     model = _model()
     x = image_batch(1, 64, 64)
-    _run(model, x)
+    before = _run(model, x)
+    assert any(p in kernels._PACKS for p in model.parameters())
     model.layers[0].blocks[1].attn.logit_scale.data.add_(0.5)
+    model.layers[0].blocks[0].mlp.fc2.weight.data.mul_(1.25)
     model.clear_caches()
-    torch.testing.assert_close(_run(model, x), _run(_cold_copy(model), x), **EXACT)
+    assert not any(p in kernels._PACKS for p in model.parameters())
+    after = _run(model, x)
+    torch.testing.assert_close(after, _run(_cold_copy(model), x), **EXACT)
+    assert _max_diff(after, before) > 1e-3
+
+
+def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
+    """The packed weights live outside the modules (oneDNN's opaque tensors cannot be copied or saved)."""
+    model = _model()
+    x = image_batch(1, 64, 64)
+    expected = _run(model, x)
+    twin = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")  # pickles every module's state
+    assert (tmp_path / "model.pt").stat().st_size > 0
+    assert torch.equal(_run(twin, x), expected)
 
 
 def test_cache_filled_in_inference_mode_serves_later_input_gradients() -> None:

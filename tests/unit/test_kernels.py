@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,15 +88,20 @@ def _is_close(actual: torch.Tensor, expected: torch.Tensor, **tolerance: float) 
     return True
 
 
+OnednnCall = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool, bool]  # x, weight, bias, gelu, rounding
+
+
 @pytest.fixture
-def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]]:
+def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[OnednnCall]:
     """Spy on `kernels._onednn_linear` (the only way into oneDNN): records its arguments, then delegates."""
-    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]] = []
+    calls: list[OnednnCall] = []
     original = kernels._onednn_linear
 
-    def spy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
-        calls.append((x, weight, bias, gelu))
-        return original(x, weight, bias, gelu)
+    def spy(
+        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool, round_weight: bool
+    ) -> torch.Tensor:
+        calls.append((x, weight, bias, gelu, round_weight))
+        return original(x, weight, bias, gelu, round_weight)
 
     monkeypatch.setattr(kernels, "_onednn_linear", spy)
     return calls
@@ -128,7 +134,7 @@ def test_fp32_linear_gelu_goes_through_onednn(context: str, bias: bool, onednn_c
     x, weight, b = _operands(bias)
     with NO_AUTOGRAD[context](), _TorchCalls() as torch_calls:
         out = kernels.linear(x, weight, b, gelu=True)
-    assert len(onednn_calls) == 1 and onednn_calls[0][3] is True
+    assert len(onednn_calls) == 1 and onednn_calls[0][3] is True and onednn_calls[0][4] is False
     assert onednn_calls[0][0] is x and onednn_calls[0][1] is weight and onednn_calls[0][2] is b
     # oneDNN's fused op itself ran (or, in a torch build without it, the plain ops did)
     assert torch_calls.onednn == kernels._onednn_linear_available()
@@ -139,13 +145,21 @@ def test_fp32_linear_gelu_goes_through_onednn(context: str, bias: bool, onednn_c
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("context", list(NO_AUTOGRAD), ids=list(NO_AUTOGRAD))
-def test_fp32_linear_without_gelu_is_f_linear(context: str, bias: bool, onednn_calls: list[Any]) -> None:
-    x, weight, b = _operands(bias)
-    with NO_AUTOGRAD[context]():
-        out = kernels.linear(x, weight, b)
-        expected = F.linear(x, weight, b)
-    assert not onednn_calls
-    assert torch.equal(out, expected)
+def test_fp32_linear_without_gelu_sums_like_f_linear(context: str, bias: bool, onednn_calls: list[Any]) -> None:
+    """Up to ONEDNN_SAME_SUM_K inputs per output oneDNN runs and its sums are F.linear's bit for bit
+    (at the model's widths 96, 192 and 384 too); above that the linear is F.linear itself."""
+    for inputs in (24, 96, 192, kernels.ONEDNN_SAME_SUM_K, kernels.ONEDNN_SAME_SUM_K + 1, 768):
+        generator = torch.Generator().manual_seed(inputs)
+        x = torch.randn(3, 70, inputs, generator=generator)
+        weight = torch.randn(50, inputs, generator=generator) / inputs**0.5
+        b = torch.randn(50, generator=generator) if bias else None
+        onednn_calls.clear()
+        with NO_AUTOGRAD[context]():
+            out = kernels.linear(x, weight, b)
+            expected = F.linear(x, weight, b)
+        takes_onednn = inputs <= kernels.ONEDNN_SAME_SUM_K and kernels._onednn_linear_available()
+        assert len(onednn_calls) == int(inputs <= kernels.ONEDNN_SAME_SUM_K), inputs
+        assert torch.equal(out, expected), (inputs, (out - expected).abs().max().item(), takes_onednn)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
@@ -212,11 +226,14 @@ def test_bf16_autocast_without_bf16_units_rounds_operands_on_fp32_units(
         native = _plain(x, weight, b, gelu)
 
     assert out.dtype == native.dtype == torch.bfloat16 and out.shape == (2, 37, 40)
-    # One fp32 oneDNN call on operands rounded to bf16 exactly as autocast rounds them.
+    # One fp32 oneDNN call on operands rounded to bf16 exactly as autocast rounds them: x and bias
+    # rounded per call, the weight rounded once into its pack.
     assert len(onednn_calls) == 1
-    seen = [t for t in onednn_calls[0][:3] if t is not None]
-    assert len(seen) == (3 if bias else 2) and onednn_calls[0][3] is gelu
-    assert all(t.dtype == torch.float32 and torch.equal(t, t.bfloat16().float()) for t in seen)
+    seen_x, seen_weight, seen_bias, seen_gelu, round_weight = onednn_calls[0]
+    rounded = [t for t in (seen_x, seen_bias) if t is not None]
+    assert len(rounded) == (2 if bias else 1) and seen_gelu is gelu
+    assert all(t.dtype == torch.float32 and torch.equal(t, t.bfloat16().float()) for t in rounded)
+    assert seen_weight is weight and round_weight is True
 
     expected = _bf16_definition(x, weight, b, gelu)
     torch.testing.assert_close(out.float(), expected.float(), **BF16_ONE_ROUNDING)
@@ -262,6 +279,136 @@ def test_fp16_autocast_is_native_autocast(gelu: bool, monkeypatch: pytest.Monkey
         expected = _plain(x, weight, b, gelu)
     assert not onednn_calls
     assert out.dtype == torch.float16 and torch.equal(out, expected)
+
+
+# ------------------------------------------------------------------------------ packed weights
+needs_onednn = pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN")
+
+
+@pytest.fixture
+def packs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, bool]]:
+    """Spy on `kernels._pack`: records the (weight, rounded) of every packing."""
+    made: list[tuple[torch.Tensor, bool]] = []
+    original = kernels._pack
+
+    def spy(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
+        made.append((weight, rounded))
+        return original(weight, rounded)
+
+    monkeypatch.setattr(kernels, "_pack", spy)
+    return made
+
+
+def _linear_module(seed: int = 0) -> torch.nn.Linear:
+    _, weight, b = _operands(seed=seed)
+    module = torch.nn.Linear(24, 40)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        module.bias.copy_(b)
+    return module
+
+
+def _fused(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """The GELU-fused linear (oneDNN at any width) of `module`, without autograd."""
+    with torch.no_grad():
+        return kernels.linear(x, module.weight, module.bias, gelu=True)
+
+
+def _expected(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return _plain(x, module.weight, module.bias, gelu=True)
+
+
+@needs_onednn
+def test_a_weight_is_packed_once_and_reused(packs: list[tuple[torch.Tensor, bool]]) -> None:
+    module = _linear_module()
+    x = _operands()[0]
+    outputs = [_fused(module, x) for _ in range(3)]
+    assert len(packs) == 1 and not packs[0][1]
+    assert all(torch.equal(out, outputs[0]) for out in outputs)
+    torch.testing.assert_close(outputs[0], _expected(module, x), atol=ATOL, rtol=0)
+
+
+def _sgd_step(module: torch.nn.Linear, other: torch.nn.Linear) -> None:
+    module.weight.grad = module.weight.detach() - other.weight.detach()
+    torch.optim.SGD([module.weight], lr=1.0).step()  # weight - (weight - other) = other's weight
+
+
+WEIGHT_CHANGES: dict[str, Callable[[torch.nn.Linear, torch.nn.Linear], Any]] = {
+    "copy_": lambda module, other: module.weight.copy_(other.weight),
+    "mul_": lambda module, other: module.weight.mul_(1.5),
+    "optimizer step": _sgd_step,
+    "load_state_dict": lambda module, other: module.load_state_dict(other.state_dict()),
+    "load_state_dict assign": lambda module, other: module.load_state_dict(other.state_dict(), assign=True),
+    "data swap": lambda module, other: setattr(module.weight, "data", other.weight.detach().clone()),
+    "dtype round trip": lambda module, other: module.double().float(),
+}
+
+
+@needs_onednn
+@pytest.mark.parametrize("change", list(WEIGHT_CHANGES), ids=list(WEIGHT_CHANGES))
+def test_a_changed_weight_is_packed_again(change: str, packs: list[tuple[torch.Tensor, bool]]) -> None:
+    module, other = _linear_module(seed=0), _linear_module(seed=1)
+    x = _operands()[0]
+    before = _fused(module, x)
+    with torch.no_grad():
+        WEIGHT_CHANGES[change](module, other)
+    after = _fused(module, x)
+    assert len(packs) == 2
+    torch.testing.assert_close(after, _expected(module, x), atol=ATOL, rtol=0)
+    assert (after - before).abs().max() > 1e-2 or change == "dtype round trip"  # that one keeps the values
+
+
+@needs_onednn
+def test_writes_through_data_need_forget_packed(packs: list[tuple[torch.Tensor, bool]]) -> None:
+    """`.data` writes bypass the version counter (documented); `forget_packed` makes the next call repack."""
+    module = _linear_module()
+    x = _operands()[0]
+    before = _fused(module, x)
+    module.weight.data.mul_(1.5)
+    kernels.forget_packed(module.parameters())
+    assert module.weight not in kernels._PACKS
+    after = _fused(module, x)
+    assert len(packs) == 2 and (after - before).abs().max() > 1e-2
+    torch.testing.assert_close(after, _expected(module, x), atol=ATOL, rtol=0)
+
+
+@needs_onednn
+def test_a_pack_goes_with_its_weight() -> None:
+    module = _linear_module()
+    _fused(module, _operands()[0])
+    assert module.weight in kernels._PACKS
+    alive = len(kernels._PACKS)
+    del module
+    gc.collect()
+    assert len(kernels._PACKS) == alive - 1
+
+
+@needs_onednn
+def test_fp32_and_rounded_packs_of_one_weight_alternate_correctly(
+    monkeypatch: pytest.MonkeyPatch, packs: list[tuple[torch.Tensor, bool]]
+) -> None:
+    _bf16_units(monkeypatch, False)
+    module = _linear_module()
+    x = _operands()[0]
+    for _ in range(2):
+        torch.testing.assert_close(_fused(module, x), _expected(module, x), atol=ATOL, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = _fused(module, x)
+        expected = _bf16_definition(x, module.weight.detach(), module.bias.detach(), gelu=True)
+        torch.testing.assert_close(rounded.float(), expected.float(), **BF16_ONE_ROUNDING)
+    assert [r for _, r in packs] == [False, True, False, True]
+
+
+@needs_onednn
+def test_an_inference_tensor_weight_is_packed_per_call(packs: list[tuple[torch.Tensor, bool]]) -> None:
+    x, weight, b = _operands()
+    with torch.inference_mode():
+        frozen = weight.clone()
+        out = kernels.linear(x, frozen, b, gelu=True)
+        kernels.linear(x, frozen, b, gelu=True)
+    assert frozen not in kernels._PACKS and len(packs) == 2
+    torch.testing.assert_close(out, _plain(x, weight, b, gelu=True), atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------------ cpu_has_bf16_units

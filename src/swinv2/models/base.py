@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from swinv2 import kernels
 from swinv2.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
 from swinv2.config import Swinv2Config
 from swinv2.convert import encoder_from_hf, encoder_to_hf, hf_encoder_name
@@ -90,10 +91,12 @@ class Swinv2PreTrainedModel(nn.Module):
                 module.implementation = name
 
     def clear_caches(self) -> None:
-        """Forget all cached inference terms (only needed after writing parameters through `.data`)."""
+        """Forget all cached inference terms and packed weights (needed after writing parameters through
+        `.data`; it also gives back the packed weights' memory, see `swinv2.kernels`)."""
         for module in self.modules():
             if hasattr(module, "clear_cache"):
                 module.clear_cache()
+        kernels.forget_packed(self.parameters())
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
