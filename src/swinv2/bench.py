@@ -2,16 +2,19 @@
 
 Every implementation gets the same weights (ours converted to the peers' names) and the same input;
 rounds are interleaved, with the order rotated each round, so slow drifts of the machine hit all
-alike. Reported per case: median and min..max milliseconds, images/s, achieved GFLOP/s (FLOPs counted
-by `torch.utils.flop_counter` on the model, not assumed) next to a plain matmul's rate on the same
-machine (the ceiling), and peak memory of a training step. Peers that are not installed are skipped
-and named in the result.
+alike. A round times each implementation over a sample of at least `MIN_SAMPLE_S` (short calls are
+repeated, the same number of times for every implementation), so that one scheduler hiccup moves a
+median less; times are per call. Reported per case: median and min..max milliseconds, images/s,
+achieved GFLOP/s (FLOPs counted by `torch.utils.flop_counter` on the model, not assumed) next to a
+plain matmul's rate on the same machine (the ceiling), and peak memory of a training step. Peers that
+are not installed are skipped and named in the result.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -35,6 +38,7 @@ from swinv2.zoo import get_variant
 IMPLEMENTATIONS = ("swinv2", "swinv2-triton", "transformers", "timm")
 PEERS = ("transformers", "timm")
 TRITON = "swinv2-triton"  # ours with attn_implementation="triton": on CUDA, cases not compiled
+MIN_SAMPLE_S = 0.25  # the shortest timed sample: calls faster than this are repeated within a round
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Measurement:
     gflops_per_s: float
     peak_memory_mb: float | None = None
     profile_ms: dict[str, float] | None = None  # CPU: one profiled call's self time per op class
+    calls_per_sample: int = 1  # calls timed together in each round (times are per call)
 
 
 @dataclass
@@ -345,8 +350,10 @@ def measure(
     flops_per_image: float,
     rounds: int,
     device: torch.device,
+    min_sample_s: float = MIN_SAMPLE_S,
 ) -> dict[str, Measurement]:
-    """Interleaved rounds of every implementation in one case."""
+    """Interleaved rounds of every implementation in one case, each round a sample of at least
+    `min_sample_s` per implementation (the fastest warm call sets how many calls that takes)."""
     image_size = get_variant(variant).preprocessing.size
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, 3, image_size, image_size, generator=generator).to(device)
@@ -359,26 +366,32 @@ def measure(
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     peaks: dict[str, float | None] = {name: None for name in steps}
+    warm_s: dict[str, float] = {}
     for name, step in steps.items():  # warm-up (and compilation), with the memory peak of two steps
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         step()
+        _sync(device)
+        start = time.perf_counter()
         step()
         _sync(device)
+        warm_s[name] = time.perf_counter() - start
         if device.type == "cuda":
             peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         elif case.mode == "train":
             peaks[name] = cpu_training_peak_mb(name, case, variant)
+    calls = calls_per_sample(min(warm_s.values()), min_sample_s)
     order = list(steps)
     for r in range(rounds):
         for name in order[r % len(order) :] + order[: r % len(order)]:
             _sync(device)
             start = time.perf_counter()
-            steps[name]()
+            for _ in range(calls):
+                steps[name]()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - start) / calls)
     profiles = {name: profile_op_classes(step, device) for name, step in steps.items()}
     flops = flops_per_image * case.batch * (3 if case.mode == "train" else 1)  # backward ~ 2x forward
     out = {}
@@ -392,8 +405,14 @@ def measure(
             gflops_per_s=flops / median / 1e9,
             peak_memory_mb=peaks[name] if case.mode == "train" else None,
             profile_ms=profiles.get(name),
+            calls_per_sample=calls,
         )
     return out
+
+
+def calls_per_sample(call_s: float, min_sample_s: float = MIN_SAMPLE_S) -> int:
+    """How many calls of `call_s` seconds one timed sample needs to last `min_sample_s`."""
+    return max(1, math.ceil(min_sample_s / max(call_s, 1e-9)))
 
 
 def cpu_cases() -> list[Case]:
@@ -486,7 +505,8 @@ def to_markdown(report: Report) -> str:
         f"{machine['device']} ({machine.get('gpu') or machine.get('cpu') or machine['processor']}), "
         f"{machine['threads']} threads{_bf16_units_note(machine)}, torch {machine['torch']}, "
         f"transformers {machine.get('transformers')}, timm {machine.get('timm')}; plain matmul "
-        f"{report.matmul_gflops_per_s:.0f} GFLOP/s; median of {report.rounds} interleaved rounds (min..max).",
+        f"{report.matmul_gflops_per_s:.0f} GFLOP/s; median of {report.rounds} interleaved rounds (min..max), "
+        f"ms per call; a round times at least {MIN_SAMPLE_S:g} s of calls of each implementation.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

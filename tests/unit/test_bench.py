@@ -12,7 +12,17 @@ import torch
 
 from helpers import tiny_config
 from swinv2 import Swinv2ForImageClassification
-from swinv2.bench import OTHER_OPS, Case, Report, count_flops, matmul_rate, measure, profile_op_classes, to_markdown
+from swinv2.bench import (
+    OTHER_OPS,
+    Case,
+    Report,
+    calls_per_sample,
+    count_flops,
+    matmul_rate,
+    measure,
+    profile_op_classes,
+    to_markdown,
+)
 
 
 def test_flops_are_counted_not_assumed() -> None:
@@ -40,6 +50,37 @@ def test_measure_interleaves_and_reports_every_implementation() -> None:
         assert result.images_per_s == pytest.approx(2 / (result.median_ms / 1e3))
         assert result.gflops_per_s == pytest.approx(2 * 1e9 / (result.median_ms / 1e3) / 1e9)
         assert result.profile_ms is not None and result.profile_ms["linear, conv"] > 0
+
+
+def test_short_calls_are_timed_in_samples_of_several() -> None:
+    assert calls_per_sample(0.5, 0.25) == 1
+    assert calls_per_sample(0.25, 0.25) == 1
+    assert calls_per_sample(0.06, 0.25) == 5
+    assert calls_per_sample(0.0, 0.25) >= 1
+
+
+def test_measure_repeats_short_calls_alike_and_reports_per_call_times() -> None:
+    torch.manual_seed(0)
+    models = {name: Swinv2ForImageClassification(tiny_config(num_labels=1000)) for name in ("swinv2", "timm")}
+    forwards = dict.fromkeys(models, 0)
+    for name, model in models.items():
+        model.register_forward_hook(lambda *_, name=name: forwards.__setitem__(name, forwards[name] + 1))
+    case = Case("inference b1 fp32", 1, "fp32", "inference")
+    min_sample_s = 0.2  # a tiny-config forward at 64 px takes a few ms
+    results = measure(
+        models,
+        case,
+        "swinv2-tiny-patch4-window8-256",
+        1e9,
+        rounds=2,
+        device=torch.device("cpu"),
+        min_sample_s=min_sample_s,
+    )
+    calls = {result.calls_per_sample for result in results.values()}
+    assert len(calls) == 1 and calls.pop() >= 3  # the same count for both
+    for name, result in results.items():
+        assert forwards[name] >= 2 + 2 * result.calls_per_sample  # warm-up, then the rounds' samples
+        assert result.median_ms < 1e3 * min_sample_s  # per call, not per sample
 
 
 def test_profile_splits_the_time_by_op_class() -> None:
