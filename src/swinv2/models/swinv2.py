@@ -232,8 +232,12 @@ class WindowAttention(nn.Module):
             if sdpa:
                 out = self._sdpa_attention(windows, terms)
             elif one_node:
-                qkv = kernels.linear(windows, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
-                out = cosine_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (w, N, C)
+                # the (w, N, 3C) projection is passed on, not kept: in inference the attention lets it
+                # go once q, k and v are read
+                qkv_weight, qkv_bias = self.qkv.weight, terms.qkv_bias
+                out = cosine_attention.window_attention(
+                    kernels.linear(windows, qkv_weight, qkv_bias), terms.bias, terms.scale, self.num_heads
+                )  # (w, N, C)
             else:
                 out = self._explicit_attention(windows, terms)[0]
             return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
