@@ -2,12 +2,13 @@
 
 Every implementation gets the same weights (ours converted to the peers' names) and the same input;
 rounds are interleaved, with the order rotated each round, so slow drifts of the machine hit all
-alike. A round times each implementation over a sample of at least `MIN_SAMPLE_S` (short calls are
-repeated, the same number of times for every implementation), so that one scheduler hiccup moves a
-median less; times are per call. Reported per case: median and min..max milliseconds, images/s,
-achieved GFLOP/s (FLOPs counted by `torch.utils.flop_counter` on the model, not assumed) next to a
-plain matmul's rate on the same machine (the ceiling), and peak memory of a training step. Peers that
-are not installed are skipped and named in the result.
+alike. A round times each implementation over a sample of about `MIN_SAMPLE_S` or more (short
+calls are repeated, the same number of times for every implementation, as many as the fastest warm
+call needs), so that one scheduler hiccup moves a median less; times are per call. Reported per
+case: median and min..max milliseconds, images/s, achieved GFLOP/s (FLOPs counted by
+`torch.utils.flop_counter` on the model, not assumed) next to a plain matmul's rate on the same
+machine (the ceiling), and peak memory of a training step. Peers that are not installed are skipped
+and named in the result.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Report:
     gflops_per_image: float
     matmul_gflops_per_s: float
     rounds: int
+    min_sample_s: float = MIN_SAMPLE_S
     cases: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -444,6 +446,7 @@ def run(
     threads: int | None = None,
     budget_s: float | None = None,
     on_case: Callable[[Report], None] | None = None,
+    min_sample_s: float = MIN_SAMPLE_S,
 ) -> Report:
     """Benchmark `variant` for every case; returns the report (see `to_markdown`, `asdict`).
 
@@ -452,6 +455,7 @@ def run(
             `Report.skipped`); a device lent for minutes gets its results back whole, case by case.
         on_case: called with the report after every finished case (e.g. to write it to disk, so that
             a run cut short still leaves what it measured).
+        min_sample_s: the shortest timed sample per implementation and round (see `measure`).
     """
     started = time.perf_counter()
     if threads:
@@ -470,13 +474,14 @@ def run(
         gflops_per_image=flops_per_image / 1e9,
         matmul_gflops_per_s=matmul_rate(dev, rate_dtype, size=rate_size),
         rounds=rounds,
+        min_sample_s=min_sample_s,
         skipped=skipped,
     )
     for case in cases or (cpu_cases() if dev.type == "cpu" else gpu_cases()):
         if budget_s is not None and time.perf_counter() - started > budget_s:
             report.skipped.append(f"{case.name} (time budget of {budget_s:.0f} s spent)")
             continue
-        results = measure(models, case, variant, flops_per_image, rounds, dev)
+        results = measure(models, case, variant, flops_per_image, rounds, dev, min_sample_s)
         report.cases.append({"case": asdict(case), "results": {k: asdict(v) for k, v in results.items()}})
         if on_case is not None:
             on_case(report)
@@ -506,7 +511,7 @@ def to_markdown(report: Report) -> str:
         f"{machine['threads']} threads{_bf16_units_note(machine)}, torch {machine['torch']}, "
         f"transformers {machine.get('transformers')}, timm {machine.get('timm')}; plain matmul "
         f"{report.matmul_gflops_per_s:.0f} GFLOP/s; median of {report.rounds} interleaved rounds (min..max), "
-        f"ms per call; a round times at least {MIN_SAMPLE_S:g} s of calls of each implementation.",
+        f"ms per call; a round times about {report.min_sample_s:g} s or more of calls of each implementation.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -20,9 +20,11 @@ plain `F.linear`:
 
 The packed weights are kept per weight tensor while it lives (`_packed_weight`): one more copy of
 the linear weights during CPU inference (the tiny model: ~110 MB), given back by `forget_packed`
-(the models' `clear_caches`). A pack is remade whenever its weight changes in place (an optimizer
-step, `copy_`, `load_state_dict`: its version counter moves) or is replaced (`.data =`, `.to()`).
-Writes through `.data` bypass version counting by design in PyTorch: call `forget_packed` after them.
+(the models call it from `clear_caches`, `train()` and `.to()`). A pack is remade whenever its
+weight changes in place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves)
+or is replaced (`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`,
+through numpy or DLPack views of the weight, by another process into shared memory) cannot be seen:
+call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
@@ -41,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.autograd import forward_ad
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.weak import WeakIdKeyDictionary
 
 
@@ -80,8 +83,9 @@ def transformed(x: torch.Tensor) -> bool:
 
 
 def plain_ops_required(x: torch.Tensor) -> bool:
-    """`transformed(x)`, or `torch.compile` tracing (which fuses the plain ops itself)."""
-    return torch.compiler.is_compiling() or transformed(x)
+    """`transformed(x)`, `torch.compile` tracing (which fuses the plain ops itself) or `torch.jit.trace`
+    (which would record the kernels' packed weights as constants)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or transformed(x)
 
 
 def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
@@ -103,20 +107,29 @@ def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 class _Pack:
     """A weight in oneDNN's blocked layout, and what identifies the values it was packed from."""
 
-    source: torch.Tensor  # the weight's data then: holds its storage, so no other tensor takes its address
-    version: int  # the weight's version counter then
-    rounded: bool  # packed from the weight rounded to bf16 (the bf16-on-fp32 route)
+    storage: StorageWeakRef  # the weight's storage, held weakly: while it lives, no other takes its address
+    data_ptr: int
+    version: int  # the weight's version counter when packed
+    shape: torch.Size
+    stride: tuple[int, ...]
+    dtype: torch.dtype
     packed: torch.Tensor
 
-    def holds(self, weight: torch.Tensor, rounded: bool) -> bool:
-        source = self.source
+    @classmethod
+    def of(cls, weight: torch.Tensor, rounded: bool) -> _Pack:
+        packed = _pack(weight, rounded)
+        storage = StorageWeakRef(weight.untyped_storage())
+        return cls(storage, weight.data_ptr(), weight._version, weight.shape, weight.stride(), weight.dtype, packed)
+
+    def holds(self, weight: torch.Tensor) -> bool:
+        """Whether `weight` still has the values this was packed from (as far as PyTorch can tell)."""
         return (
-            self.rounded == rounded
-            and source.data_ptr() == weight.data_ptr()
+            not self.storage.expired()
+            and self.data_ptr == weight.data_ptr()
             and self.version == weight._version
-            and source.shape == weight.shape
-            and source.stride() == weight.stride()
-            and source.dtype == weight.dtype
+            and self.shape == weight.shape
+            and self.stride == weight.stride()
+            and self.dtype == weight.dtype
         )
 
 
@@ -125,7 +138,9 @@ class _Pack:
 # from transformers (1e-5 is the parity bound). GELU-fused linears take oneDNN at any K.
 ONEDNN_SAME_SUM_K = 384
 
-_PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()  # weight tensor -> _Pack, dropped with the weight
+# weight tensor -> {rounded: _Pack}: a slot for the fp32 and one for the bf16-on-fp32 route, dropped
+# with the weight
+_PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _pack(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
@@ -135,15 +150,19 @@ def _pack(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
 
 def _packed_weight(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
     """`_pack(weight, rounded)`, made on first use and again whenever the weight's values may have
-    changed (see the module docstring)."""
-    if weight.is_inference():  # no version counter to tell in-place changes by: pack for this call only
-        return _pack(weight, rounded)
-    pack = _PACKS.get(weight)
-    if pack is None or not pack.holds(weight, rounded):
+    changed (see the module docstring).
+
+    An inference tensor has no version counter to tell in-place changes by: it is passed on unpacked
+    (oneDNN then packs it inside each call, with the same sums)."""
+    if weight.is_inference():
+        return weight.to(torch.bfloat16).float() if rounded else weight
+    slots = _PACKS.get(weight)
+    if slots is None:
+        slots = _PACKS[weight] = {}
+    pack = slots.get(rounded)
+    if pack is None or not pack.holds(weight):
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
-            source = weight.detach()
-            pack = _Pack(source, weight._version, rounded, _pack(source, rounded))
-        _PACKS[weight] = pack
+            pack = slots[rounded] = _Pack.of(weight.detach(), rounded)
     return pack.packed
 
 
@@ -151,6 +170,13 @@ def forget_packed(weights: Iterable[torch.Tensor]) -> None:
     """Drop the packed copies of `weights` (they are remade on next use)."""
     for weight in weights:
         _PACKS.pop(weight, None)
+
+
+def _sums_like_f_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether oneDNN's product equals `F.linear`'s bit for bit (measured on AVX-512): at most
+    `ONEDNN_SAME_SUM_K` inputs, and rows of a contiguous 2-D or higher `x` (for a vector or a transposed
+    `x`, `F.linear` takes another BLAS routine)."""
+    return weight.shape[1] <= ONEDNN_SAME_SUM_K and x.dim() >= 2 and x.is_contiguous()
 
 
 def _onednn_linear(
@@ -179,7 +205,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         (..., M) in the dtype `F.linear` would give (bf16 under bf16 autocast).
     """
     route = _route(x, weight, bias)
-    if route == "fp32" and (gelu or weight.shape[1] <= ONEDNN_SAME_SUM_K):
+    if route == "fp32" and (gelu or _sums_like_f_linear(x, weight)):
         return _onednn_linear(x, weight, bias, gelu, round_weight=False)
     if route == "bf16-on-fp32":
         with torch.autocast("cpu", enabled=False):

@@ -565,6 +565,7 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_gradients() -> None:
         torch.testing.assert_close(again[key], grad, atol=1e-6, rtol=0, msg=key)
 
 
+@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
 def test_writes_through_data_need_clear_caches() -> None:
     """`param.data` bypasses PyTorch's version counter, so the caches cannot see it; clear_caches() can.
     It also gives back the packed linear weights."""
@@ -588,8 +589,25 @@ def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
     expected = _run(model, x)
     twin = copy.deepcopy(model)
     torch.save(model, tmp_path / "model.pt")  # pickles every module's state
-    assert (tmp_path / "model.pt").stat().st_size > 0
-    assert torch.equal(_run(twin, x), expected)
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)  # our own file, written just above
+    assert torch.equal(_run(twin, x), expected) and torch.equal(_run(loaded, x), expected)
+
+
+@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
+@pytest.mark.parametrize("how", ["train()", ".to(float64)"])
+def test_training_mode_and_moves_give_the_packs_back(how: str) -> None:
+    """Training would leave the packs stale and a move would leave them behind: both drop them."""
+    model = _model()
+    x = image_batch(1, 64, 64)
+    expected = _run(model, x)
+    assert any(p in kernels._PACKS for p in model.parameters())
+    if how == "train()":
+        model.train()
+    else:
+        model.to(torch.float64)
+    assert not any(p in kernels._PACKS for p in model.parameters())
+    model.eval().float()
+    torch.testing.assert_close(_run(model, x), expected, **EXACT)
 
 
 def test_cache_filled_in_inference_mode_serves_later_input_gradients() -> None:

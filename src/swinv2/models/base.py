@@ -90,9 +90,22 @@ class Swinv2PreTrainedModel(nn.Module):
             elif hasattr(module, "implementation"):
                 module.implementation = name
 
+    def train(self, mode: bool = True) -> Swinv2PreTrainedModel:
+        """`nn.Module.train`; entering training mode also drops the packed inference weights (see
+        `swinv2.kernels`), which training would leave stale."""
+        if mode:
+            kernels.forget_packed(self.parameters())
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Swinv2PreTrainedModel:
+        # `.to()`, `.cuda()`, `.half()`...: the packs of the old weights would otherwise outlive them
+        kernels.forget_packed(self.parameters())
+        return super()._apply(fn, recurse)
+
     def clear_caches(self) -> None:
-        """Forget all cached inference terms and packed weights (needed after writing parameters through
-        `.data`; it also gives back the packed weights' memory, see `swinv2.kernels`)."""
+        """Forget all cached inference terms and packed weights: needed after writes to the parameters that
+        PyTorch cannot see (through `.data`, numpy or DLPack); it also gives back the packed weights'
+        memory (see `swinv2.kernels`)."""
         for module in self.modules():
             if hasattr(module, "clear_cache"):
                 module.clear_cache()

@@ -234,9 +234,8 @@ class WindowAttention(nn.Module):
             elif one_node:
                 # the (w, N, 3C) projection is passed on, not kept: in inference the attention lets it
                 # go once q, k and v are read
-                qkv_weight, qkv_bias = self.qkv.weight, terms.qkv_bias
                 out = cosine_attention.window_attention(
-                    kernels.linear(windows, qkv_weight, qkv_bias), terms.bias, terms.scale, self.num_heads
+                    kernels.linear(windows, self.qkv.weight, terms.qkv_bias), terms.bias, terms.scale, self.num_heads
                 )  # (w, N, C)
             else:
                 out = self._explicit_attention(windows, terms)[0]
