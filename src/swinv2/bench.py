@@ -39,7 +39,7 @@ from swinv2.zoo import get_variant
 IMPLEMENTATIONS = ("swinv2", "swinv2-triton", "transformers", "timm")
 PEERS = ("transformers", "timm")
 TRITON = "swinv2-triton"  # ours with attn_implementation="triton": on CUDA, cases not compiled
-MIN_SAMPLE_S = 0.25  # the shortest timed sample: calls faster than this are repeated within a round
+MIN_SAMPLE_S = 0.25  # a timed sample's length, about: calls faster than this are repeated within a round
 
 
 @dataclass
@@ -354,8 +354,9 @@ def measure(
     device: torch.device,
     min_sample_s: float = MIN_SAMPLE_S,
 ) -> dict[str, Measurement]:
-    """Interleaved rounds of every implementation in one case, each round a sample of at least
-    `min_sample_s` per implementation (the fastest warm call sets how many calls that takes)."""
+    """Interleaved rounds of every implementation in one case, each round a sample of about
+    `min_sample_s` or more per implementation (the fastest of two warm calls of the fastest
+    implementation sets how many calls that takes)."""
     image_size = get_variant(variant).preprocessing.size
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, 3, image_size, image_size, generator=generator).to(device)
@@ -369,17 +370,13 @@ def measure(
     times: dict[str, list[float]] = {name: [] for name in steps}
     peaks: dict[str, float | None] = {name: None for name in steps}
     warm_s: dict[str, float] = {}
-    for name, step in steps.items():  # warm-up (and compilation), with the memory peak of two steps
+    for name, step in steps.items():  # warm-up (and compilation), with the memory peak of three steps
         _sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
         step()
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        warm_s[name] = time.perf_counter() - start
+        warm_s[name] = min(_timed(step, device) for _ in range(2))
         if device.type == "cuda":
             peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         elif case.mode == "train":
@@ -410,6 +407,15 @@ def measure(
             calls_per_sample=calls,
         )
     return out
+
+
+def _timed(step: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call of `step`."""
+    _sync(device)
+    start = time.perf_counter()
+    step()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def calls_per_sample(call_s: float, min_sample_s: float = MIN_SAMPLE_S) -> int:
@@ -455,7 +461,7 @@ def run(
             `Report.skipped`); a device lent for minutes gets its results back whole, case by case.
         on_case: called with the report after every finished case (e.g. to write it to disk, so that
             a run cut short still leaves what it measured).
-        min_sample_s: the shortest timed sample per implementation and round (see `measure`).
+        min_sample_s: about how long a timed sample per implementation and round lasts (see `measure`).
     """
     started = time.perf_counter()
     if threads:

@@ -19,12 +19,13 @@ plain `F.linear`:
   The weight is rounded and packed once, like the fp32 route's.
 
 The packed weights are kept per weight tensor while it lives (`_packed_weight`): one more copy of
-the linear weights during CPU inference (the tiny model: ~110 MB), given back by `forget_packed`
-(the models call it from `clear_caches`, `train()` and `.to()`). A pack is remade whenever its
+the linear weights during CPU inference (the tiny model: ~110 MB; two when fp32 and bf16-autocast
+inference alternate), given back by `forget_packed` (the models call it from `clear_caches`,
+`train()`, `load_state_dict` and conversions such as `.to()`). A pack is remade whenever its
 weight changes in place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves)
 or is replaced (`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`,
-through numpy or DLPack views of the weight, by another process into shared memory) cannot be seen:
-call `forget_packed` after them.
+through numpy or DLPack views of the weight, into its untyped storage, by another process into
+shared memory) cannot be seen: call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
@@ -137,6 +138,7 @@ class _Pack:
 # on AVX-512); above, its order differs (~3e-6 relative), which summed over a model came to 1.07e-5
 # from transformers (1e-5 is the parity bound). GELU-fused linears take oneDNN at any K.
 ONEDNN_SAME_SUM_K = 384
+ONEDNN_SAME_SUM_ROWS = 32  # and from this many rows (below 16, MKL's small-matrix routines sum otherwise)
 
 # weight tensor -> {rounded: _Pack}: a slot for the fp32 and one for the bf16-on-fp32 route, dropped
 # with the weight
@@ -174,9 +176,12 @@ def forget_packed(weights: Iterable[torch.Tensor]) -> None:
 
 def _sums_like_f_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN's product equals `F.linear`'s bit for bit (measured on AVX-512): at most
-    `ONEDNN_SAME_SUM_K` inputs, and rows of a contiguous 2-D or higher `x` (for a vector or a transposed
-    `x`, `F.linear` takes another BLAS routine)."""
-    return weight.shape[1] <= ONEDNN_SAME_SUM_K and x.dim() >= 2 and x.is_contiguous()
+    `ONEDNN_SAME_SUM_K` inputs, and at least `ONEDNN_SAME_SUM_ROWS` rows of a contiguous 2-D or higher
+    `x` (for a vector, a transposed `x` or a few rows, MKL takes other routines: with up to 15 rows
+    its sums differed)."""
+    if weight.shape[1] > ONEDNN_SAME_SUM_K or x.dim() < 2 or not x.is_contiguous():
+        return False
+    return x.numel() >= ONEDNN_SAME_SUM_ROWS * x.shape[-1]
 
 
 def _onednn_linear(
@@ -224,8 +229,8 @@ def in_row_chunks(
     """`fn(x, 0)`, computed over blocks of rows (dim 0) whose intermediates stay under `CHUNK_BYTES`.
 
     `fn(rows, start)` must treat its rows independently; `start` is the index of the block's first
-    row. Blocks are used on the CPU when autograd is off and outside `torch.compile`; otherwise (and
-    when `x` is small enough) `fn` sees all of `x` at once.
+    row. Blocks are used on the CPU when autograd is off, outside `torch.compile` and `torch.jit.trace`;
+    otherwise (and when `x` is small enough) `fn` sees all of `x` at once.
 
     Args:
         fn: row-wise function, (R, ...) -> (R, ...).
@@ -235,7 +240,8 @@ def in_row_chunks(
     """
     rows = max(align, CHUNK_BYTES // max(bytes_per_row, 1) // align * align)
     total = x.shape[0]
-    if total <= rows or x.device.type != "cpu" or torch.is_grad_enabled() or torch.compiler.is_compiling():
+    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # a trace would fix the loop to this size
+    if total <= rows or x.device.type != "cpu" or torch.is_grad_enabled() or traced:
         return fn(x, 0)
     first = fn(x[:rows], 0)
     out = first.new_empty((total, *first.shape[1:]))

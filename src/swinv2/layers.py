@@ -228,9 +228,9 @@ class _GeluMlp(torch.autograd.Function):
     kept for fc2's weight gradient but recomputed from the saved pre-activation (one GELU pass; the
     tiny model's training peak drops by ~12% on the CPU at the same speed), and the backward writes
     fc2's input gradient over the recomputed activation once it is used, and the GELU's gradient over
-    that, instead of allocating new tensors (fresh buffers this size cost page faults on the CPU). Under autocast it
-    computes in the autocast dtype, casting its inputs as autocast casts a linear's and returning
-    gradients in the inputs' own dtypes, as autograd's graph through the casts does.
+    that, instead of allocating new tensors (fresh buffers this size cost page faults on the CPU).
+    Under autocast it computes in the autocast dtype, casting its inputs as autocast casts a linear's
+    and returning gradients in the inputs' own dtypes, as autograd's graph through the casts does.
     """
 
     @staticmethod
@@ -272,17 +272,18 @@ class _GeluMlp(torch.autograd.Function):
         with torch.autocast(grad.device.type, enabled=False):
             grad = grad.to(hidden.dtype)
             grad_fc2_bias = grad.sum(0) if needs[4] else None
+            grad_fc2_weight = grad_x = grad_fc1_weight = grad_fc1_bias = activation = None
             if needs[3]:
                 activation = F.gelu(hidden)  # (R, hidden), recomputed
                 grad_fc2_weight = grad.t() @ activation
-                grad_hidden = torch.mm(grad, fc2_weight, out=activation)  # the same buffer, no new one
-            else:
-                grad_fc2_weight, grad_hidden = None, grad @ fc2_weight
-            # grad_hidden: (R, hidden), the activation's gradient, then, in place, the hidden's
-            torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, approximate="none", grad_input=grad_hidden)
-            grad_x = grad_hidden @ fc1_weight if needs[0] else None
-            grad_fc1_weight = grad_hidden.t() @ x if needs[1] else None
-            grad_fc1_bias = grad_hidden.sum(0) if needs[2] else None
+            if any(needs[:3]):
+                # (R, hidden): the activation's gradient (over the used activation: no new buffer), then,
+                # in place, the hidden's
+                grad_hidden = grad @ fc2_weight if activation is None else torch.mm(grad, fc2_weight, out=activation)
+                torch.ops.aten.gelu_backward.grad_input(grad_hidden, hidden, approximate="none", grad_input=grad_hidden)
+                grad_x = grad_hidden @ fc1_weight if needs[0] else None
+                grad_fc1_weight = grad_hidden.t() @ x if needs[1] else None
+                grad_fc1_bias = grad_hidden.sum(0) if needs[2] else None
         grads = (grad_x, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight, grad_fc2_bias)
         return tuple(g if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.input_dtypes, strict=True))  # type: ignore[attr-defined]
 

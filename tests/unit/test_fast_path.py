@@ -594,6 +594,22 @@ def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
+def test_loading_by_swapping_parameters_into_a_warm_model() -> None:
+    """With `torch.__future__`'s swap on conversion, loads swap the parameter tensors, which a weak
+    reference (the packs') would block: `load_state_dict` gives the packs back first."""
+    model, other = _model(seed=0), _model(seed=1)
+    x = image_batch(1, 64, 64)
+    _run(model, x)
+    swapping = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        model.load_state_dict(other.state_dict())
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swapping)
+    torch.testing.assert_close(_run(model, x), _run(other, x), **EXACT)
+
+
+@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
 @pytest.mark.parametrize("how", ["train()", ".to(float64)"])
 def test_training_mode_and_moves_give_the_packs_back(how: str) -> None:
     """Training would leave the packs stale and a move would leave them behind: both drop them."""

@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
 from helpers import image_batch, perturb_, tiny_config
@@ -155,19 +156,22 @@ def _avx512() -> bool:
 @pytest.mark.parametrize("context", list(NO_AUTOGRAD), ids=list(NO_AUTOGRAD))
 def test_fp32_linear_without_gelu_sums_like_f_linear(context: str, bias: bool, onednn_calls: list[Any]) -> None:
     """Up to ONEDNN_SAME_SUM_K inputs per output oneDNN runs and its sums are F.linear's (bit for bit where
-    that was measured, AVX-512; at the model's widths 96, 192 and 384 too); above that, and for a vector
-    or a transposed x, the linear is F.linear itself."""
+    that was measured, AVX-512; at the model's widths 96, 192 and 384 too); above that, and for a vector,
+    a transposed x or fewer than ONEDNN_SAME_SUM_ROWS rows, the linear is F.linear itself."""
     for inputs in (24, 96, 192, kernels.ONEDNN_SAME_SUM_K, kernels.ONEDNN_SAME_SUM_K + 1, 768):
         generator = torch.Generator().manual_seed(inputs)
         x = torch.randn(3, 70, inputs, generator=generator)
         weight = torch.randn(50, inputs, generator=generator) / inputs**0.5
         b = torch.randn(50, generator=generator) if bias else None
-        for rows in (x, x[0, 0], x[0].t().contiguous().t()):  # rows; a vector; a transposed matrix
+        # rows; as many as oneDNN needs; fewer (MKL's small-matrix routines); a vector; a transposed matrix
+        few = kernels.ONEDNN_SAME_SUM_ROWS
+        for rows in (x, x[0, :few], x[0, : few - 1], x[0, 0], x[0].t().contiguous().t()):
             onednn_calls.clear()
             with NO_AUTOGRAD[context]():
                 out = kernels.linear(rows, weight, b)
                 expected = F.linear(rows, weight, b)
-            takes_onednn = inputs <= kernels.ONEDNN_SAME_SUM_K and rows.dim() == 3
+            many_rows = rows.dim() >= 2 and rows.is_contiguous() and rows.numel() >= few * inputs
+            takes_onednn = inputs <= kernels.ONEDNN_SAME_SUM_K and many_rows
             assert len(onednn_calls) == int(takes_onednn), (inputs, rows.shape)
             if _avx512() or not takes_onednn:
                 assert torch.equal(out, expected), (inputs, (out - expected).abs().max().item())
@@ -431,6 +435,29 @@ def test_an_inference_tensor_weight_is_not_packed(packs: list[tuple[torch.Tensor
 
 
 @needs_onednn
+def test_a_pack_does_not_keep_a_replaced_weight_alive() -> None:
+    module = _linear_module()
+    _fused(module, _operands()[0])
+    old = StorageWeakRef(module.weight.untyped_storage())
+    module.weight.data = module.weight.detach().clone()
+    gc.collect()
+    assert old.expired()
+
+
+@needs_onednn
+def test_an_inference_tensor_weight_on_the_rounded_route(
+    monkeypatch: pytest.MonkeyPatch, packs: list[tuple[torch.Tensor, bool]]
+) -> None:
+    _bf16_units(monkeypatch, False)
+    x, weight, b = _operands()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        frozen = weight.clone()
+        out = kernels.linear(x, frozen, b, gelu=True)
+    assert not packs
+    torch.testing.assert_close(out.float(), _bf16_definition(x, weight, b, gelu=True).float(), **BF16_ONE_ROUNDING)
+
+
+@needs_onednn
 def test_jit_trace_records_the_plain_ops(onednn_calls: list[Any]) -> None:
     """A trace would keep the packed weight as a constant: tracing takes `F.linear`."""
 
@@ -577,7 +604,7 @@ def test_in_row_chunks_in_inference_mode(monkeypatch: pytest.MonkeyPatch) -> Non
     assert torch.equal(out, _recording_fn([])(x, 0))
 
 
-@pytest.mark.parametrize("case", ["grad-mode", "requires-grad", "meta-device"])
+@pytest.mark.parametrize("case", ["grad-mode", "requires-grad", "meta-device", "jit-trace"])
 def test_in_row_chunks_calls_fn_once_with_autograd_or_off_the_cpu(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "CHUNK_BYTES", 100)
     x = _rows(23)
@@ -592,10 +619,16 @@ def test_in_row_chunks_calls_fn_once_with_autograd_or_off_the_cpu(case: str, mon
             out = kernels.in_row_chunks(fn, x, 8)
         out.sum().backward()
         assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
-    else:
+    elif case == "meta-device":
         with torch.no_grad():
             out = kernels.in_row_chunks(fn, x.to("meta"), 8)
-    assert calls == [(23, 0)]
+    else:  # a trace of blocks would replay this size's loop for any input
+        with torch.no_grad():
+            traced = torch.jit.trace(lambda rows: kernels.in_row_chunks(fn, rows, 8), x, check_trace=False)
+            longer = _rows(31)
+            assert torch.equal(traced(longer), _recording_fn([])(longer, 0))
+            out = traced(x)
+    assert calls[0] == (23, 0) and len(calls) == 1
     assert out.shape == (23, 2)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,15 +91,22 @@ class Swinv2PreTrainedModel(nn.Module):
             elif hasattr(module, "implementation"):
                 module.implementation = name
 
-    def train(self, mode: bool = True) -> Swinv2PreTrainedModel:
-        """`nn.Module.train`; entering training mode also drops the packed inference weights (see
-        `swinv2.kernels`), which training would leave stale."""
+    def train(self: ModelT, mode: bool = True) -> ModelT:
+        """`nn.Module.train`; entering training mode also gives back the packed inference weights
+        (`swinv2.kernels`), which training would only leave behind, stale."""
         if mode:
             kernels.forget_packed(self.parameters())
         return super().train(mode)
 
-    def _apply(self, fn: Any, recurse: bool = True) -> Swinv2PreTrainedModel:
-        # `.to()`, `.cuda()`, `.half()`...: the packs of the old weights would otherwise outlive them
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """`nn.Module.load_state_dict`, after giving back the packed weights: their weak references would
+        block `torch.utils.swap_tensors` (used when `torch.__future__` asks loads to swap parameters)."""
+        kernels.forget_packed(self.parameters())
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        # `.to()`, `.cuda()`, `.half()`...: give the packs back, with the memory they hold and the weak
+        # references that would block swapping the parameters
         kernels.forget_packed(self.parameters())
         return super()._apply(fn, recurse)
 
