@@ -5,13 +5,22 @@ fuses on its own, nor under `torch.func` / forward-mode AD: `plain_ops_required`
 hand-written autograd nodes consult too); everything else, and the "eager" reference path, takes
 plain `F.linear`:
 
-- **fp32: oneDNN's matmul on the weight packed once into its blocked layout**, with the bias (and an
-  exact, erf GELU where asked) in its epilogue. MKL's addmm, which `F.linear` calls, repacks the
-  weight on every call and first copies the broadcast bias into the whole output. At the tiny model's
-  shapes a packed oneDNN linear in isolation takes 10-25% less time, and the whole model's inference
-  5-6% less at batch 1, 3.5% at batch 8; the fused GELU saves a pass over the block's largest
-  activation. Its sums equal addmm's bit for bit up to `ONEDNN_SAME_SUM_K` inputs per output and
-  from `ONEDNN_SAME_SUM_ROWS` rows; other linears without GELU stay on `F.linear`.
+- **fp32: a weight packed once, then multiplied by a kernel that skips the repacking.** MKL's addmm,
+  which `F.linear` calls, repacks the weight on every call and first copies the broadcast bias into
+  the whole output.
+  - **oneDNN's matmul on its blocked layout**, with the bias (and an exact, erf GELU where asked) in
+    its epilogue. At the tiny model's shapes a packed oneDNN linear in isolation takes 10-25% less
+    time, and the whole model's inference 5-6% less at batch 1, 3.5% at batch 8; the fused GELU saves
+    a pass over the block's largest activation. Its sums equal addmm's bit for bit up to
+    `ONEDNN_SAME_SUM_K` inputs per output and from `PACKED_MIN_ROWS` rows. It takes every GELU-fused
+    linear, and the linears without GELU it sums as addmm does.
+  - **MKL's own sgemm on its packed operand** (`cblas_sgemm_pack`/`_compute`) for the other linears
+    without GELU (more inputs), from `PACKED_MIN_ROWS` rows. Its sums are addmm's at most shapes and a
+    few ulps apart at some (measured: 1.9e-6 at 64 x 3072 -> 768, outputs ~3); over the model the
+    parity cases stay within 3.87e-6 of transformers (with addmm there: 3.05e-6; oneDNN: 1.07e-5). MKL
+    packs for one row count: a weight keeps packs for `MKL_ROW_COUNTS_PER_WEIGHT` row counts (a row
+    block's and the remainder's), the oldest going first. At the tiny model's shapes these linears
+    take 6-29% less time in isolation, the model's inference 3.5-6% less at batch 1, 1-1.5% at batch 8.
 - **bf16 autocast on an x86 CPU without bf16 units (no AVX512-BF16, no AMX).** There PyTorch's bf16
   matmul is emulated and 2.5-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
   rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in fp32, and
@@ -19,14 +28,15 @@ plain `F.linear`:
   at fp32 speed. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
   The weight is rounded and packed once, like the fp32 route's.
 
-The packed weights are kept per weight tensor while it lives (`_packed_weight`): one more copy of
-the linear weights during CPU inference (the tiny model: ~110 MB; two when fp32 and bf16-autocast
-inference alternate), given back by `forget_packed` (the models call it from `clear_caches`,
-`train()`, `load_state_dict` and conversions such as `.to()`). A pack is remade whenever its
-weight changes in place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves)
-or is replaced (`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`,
-through numpy or DLPack views of the weight, into its untyped storage, by another process into
-shared memory) cannot be seen: call `forget_packed` after them.
+The packed weights are kept per weight tensor while it lives (`_packed_weight`): about one more copy of
+the linear weights during CPU inference (the tiny model's 108 MB of weights: 48 MB packed for oneDNN,
+51 MB for MKL per row count, 150 MB in all after two batch sizes; more when fp32 and bf16-autocast
+inference alternate), given back by `forget_packed` (the models call it from `clear_caches`, `train()`,
+`load_state_dict` and conversions such as `.to()`). A pack is remade whenever its weight changes in
+place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves) or is replaced
+(`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`, through numpy or
+DLPack views of the weight, into its untyped storage, by another process into shared memory) cannot be
+seen: call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
@@ -71,6 +81,17 @@ def _onednn_linear_available() -> bool:
         return False
 
 
+@functools.cache
+def _mkl_packed_linear_available() -> bool:
+    if not (torch.backends.mkl.is_available() and torch.backends.mkldnn.is_available()):
+        return False
+    try:
+        ops = (torch.ops.mkl._mkl_reorder_linear_weight, torch.ops.mkl._mkl_linear)
+        return all(op.default is not None for op in ops)
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def transformed(x: torch.Tensor) -> bool:
     """Whether `x` is seen through a `torch.func` transform (jvp, vmap, grad) or carries a forward-mode
     tangent (`torch.autograd.forward_ad`): then only plain differentiable ops may touch it, not out=
@@ -106,8 +127,22 @@ def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 @dataclass(frozen=True)
+class _Layout:
+    """A packed form of a weight: oneDNN's blocked layout (of the weight, or of it rounded to bf16 when
+    `rounded`), or MKL's packed sgemm operand for products with `rows` rows."""
+
+    library: str  # "onednn" or "mkl"
+    rounded: bool = False
+    rows: int = 0
+
+
+ONEDNN = _Layout("onednn")
+ONEDNN_ROUNDED = _Layout("onednn", rounded=True)
+
+
+@dataclass(frozen=True)
 class _Pack:
-    """A weight in oneDNN's blocked layout, and what identifies the values it was packed from."""
+    """A weight in a packed layout, and what identifies the values it was packed from."""
 
     storage: StorageWeakRef  # the weight's storage, held weakly: while it lives, no other takes its address
     data_ptr: int
@@ -118,8 +153,8 @@ class _Pack:
     packed: torch.Tensor
 
     @classmethod
-    def of(cls, weight: torch.Tensor, rounded: bool) -> _Pack:
-        packed = _pack(weight, rounded)
+    def of(cls, weight: torch.Tensor, layout: _Layout) -> _Pack:
+        packed = _pack(weight, layout)
         storage = StorageWeakRef(weight.untyped_storage())
         return cls(storage, weight.data_ptr(), weight._version, weight.shape, weight.stride(), weight.dtype, packed)
 
@@ -139,33 +174,37 @@ class _Pack:
 # on AVX-512); above, its order differs (~3e-6 relative), which summed over a model came to 1.07e-5
 # from transformers (1e-5 is the parity bound). GELU-fused linears take oneDNN at any K.
 ONEDNN_SAME_SUM_K = 384
-ONEDNN_SAME_SUM_ROWS = 32  # and from this many rows (below 16, MKL's small-matrix routines sum otherwise)
+# Both packed routes start at this many rows: with up to 15, addmm takes MKL's small-matrix routines,
+# whose sums neither packed kernel reproduces.
+PACKED_MIN_ROWS = 32
+MKL_ROW_COUNTS_PER_WEIGHT = 2  # MKL packs kept per weight: a row block's count and the remainder's
 
-# weight tensor -> {rounded: _Pack}: a slot for the fp32 and one for the bf16-on-fp32 route, dropped
-# with the weight
+# weight tensor -> {_Layout: _Pack}, dropped with the weight
 _PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def _pack(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
-    """`weight` (rounded to bf16 first when `rounded`), reordered into oneDNN's blocked layout."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).float() if rounded else weight)
+def _pack(weight: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """`weight` in `layout`."""
+    if layout.library == "mkl":
+        return torch.ops.mkl._mkl_reorder_linear_weight(weight, layout.rows)
+    return torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).float() if layout.rounded else weight)
 
 
-def _packed_weight(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
-    """`_pack(weight, rounded)`, made on first use and again whenever the weight's values may have
-    changed (see the module docstring).
-
-    An inference tensor has no version counter to tell in-place changes by: it is passed on unpacked
-    (oneDNN then packs it inside each call, with the same sums)."""
-    if weight.is_inference():
-        return weight.to(torch.bfloat16).float() if rounded else weight
+def _packed_weight(weight: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    """`_pack(weight, layout)`, made on first use and again whenever the weight's values may have
+    changed (see the module docstring). Inference tensors, which have no version counter to tell
+    in-place changes by, are not passed here."""
     slots = _PACKS.get(weight)
     if slots is None:
         slots = _PACKS[weight] = {}
-    pack = slots.get(rounded)
+    pack = slots.get(layout)
     if pack is None or not pack.holds(weight):
+        if pack is None and layout.library == "mkl":
+            row_counts = [kept for kept in slots if kept.library == "mkl"]
+            if len(row_counts) >= MKL_ROW_COUNTS_PER_WEIGHT:
+                del slots[row_counts[0]]  # the oldest row count goes first
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
-            pack = slots[rounded] = _Pack.of(weight.detach(), rounded)
+            pack = slots[layout] = _Pack.of(weight.detach(), layout)
     return pack.packed
 
 
@@ -175,14 +214,30 @@ def forget_packed(weights: Iterable[torch.Tensor]) -> None:
         _PACKS.pop(weight, None)
 
 
+def _many_contiguous_rows(x: torch.Tensor) -> bool:
+    """Whether `x` is a contiguous 2-D or higher input of at least `PACKED_MIN_ROWS` rows (for a vector,
+    a transposed `x` or a few rows MKL's addmm takes other routines)."""
+    return x.dim() >= 2 and x.is_contiguous() and x.numel() >= PACKED_MIN_ROWS * x.shape[-1]
+
+
 def _sums_like_f_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN's product equals `F.linear`'s bit for bit (measured on AVX-512): at most
-    `ONEDNN_SAME_SUM_K` inputs, and at least `ONEDNN_SAME_SUM_ROWS` rows of a contiguous 2-D or higher
-    `x` (for a vector, a transposed `x` or a few rows, MKL takes other routines: with up to 15 rows
-    its sums differed)."""
-    if weight.shape[1] > ONEDNN_SAME_SUM_K or x.dim() < 2 or not x.is_contiguous():
-        return False
-    return x.numel() >= ONEDNN_SAME_SUM_ROWS * x.shape[-1]
+    `ONEDNN_SAME_SUM_K` inputs and `_many_contiguous_rows(x)`."""
+    return weight.shape[1] <= ONEDNN_SAME_SUM_K and _many_contiguous_rows(x)
+
+
+def _mkl_packs(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the MKL-packed route takes this fp32 linear: `_many_contiguous_rows(x)`, a contiguous
+    weight that is not an inference tensor, and a torch built with MKL."""
+    usable = _many_contiguous_rows(x) and weight.is_contiguous() and not weight.is_inference()
+    return usable and _mkl_packed_linear_available()
+
+
+def _mkl_packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """fp32 `F.linear` by MKL's sgemm on the weight packed for `x`'s row count."""
+    rows = x.numel() // x.shape[-1]
+    packed = _packed_weight(weight, _Layout("mkl", rows=rows))
+    return torch.ops.mkl._mkl_linear(x, packed, weight, bias, rows)
 
 
 def _onednn_linear(
@@ -194,7 +249,10 @@ def _onednn_linear(
         weight = weight.to(torch.bfloat16).float() if round_weight else weight
         out = F.linear(x, weight, bias)
         return F.gelu(out) if gelu else out
-    packed = _packed_weight(weight, round_weight)
+    if weight.is_inference():  # unpacked: oneDNN packs it inside the call, with the same sums
+        packed = weight.to(torch.bfloat16).float() if round_weight else weight
+    else:
+        packed = _packed_weight(weight, ONEDNN_ROUNDED if round_weight else ONEDNN)
     # post-op "gelu" with algorithm "none" is the exact (erf) GELU; "none" post-op takes no algorithm
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
@@ -213,6 +271,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     route = _route(x, weight, bias)
     if route == "fp32" and (gelu or _sums_like_f_linear(x, weight)):
         return _onednn_linear(x, weight, bias, gelu, round_weight=False)
+    if route == "fp32" and _mkl_packs(x, weight):
+        return _mkl_packed_linear(x, weight, bias)
     if route == "bf16-on-fp32":
         with torch.autocast("cpu", enabled=False):
             x, bias = (t if t is None else t.to(torch.bfloat16).float() for t in (x, bias))

@@ -2,9 +2,13 @@
 
 Covers:
 - `linear`: fp32 inference with GELU goes through oneDNN (spied) and equals `F.gelu(F.linear(...))`;
-  without GELU, with autograd, in other dtypes, under fp16 autocast or bf16 autocast on a CPU with bf16
-  units it *is* `F.linear` (bit for bit, same gradients); the fallback when oneDNN's op is missing; bf16
-  autocast on a CPU without bf16 units (operands rounded to bf16, multiplied on the fp32 units).
+  without GELU it takes oneDNN up to ONEDNN_SAME_SUM_K inputs and MKL's packed sgemm above, from
+  PACKED_MIN_ROWS rows; with few rows, with autograd, without MKL, in other dtypes, under fp16
+  autocast or bf16 autocast on a CPU with bf16 units it *is* `F.linear` (bit for bit, same
+  gradients); the fallback when oneDNN's op is missing; bf16 autocast on a CPU without bf16 units
+  (operands rounded to bf16, multiplied on the fp32 units).
+- Packed weights, for both packed routes: packed once, packed again after each kind of weight change,
+  not for inference tensors, given back with the weight; MKL's packs for two row counts per weight.
 - `cpu_has_bf16_units`: non-x86 machines, x86 /proc/cpuinfo flags, an unreadable /proc/cpuinfo.
 - `in_row_chunks`: block sizes and starts, alignment, an `align` above the budget, one call when the
   input fits, under autograd and off the CPU.
@@ -13,7 +17,8 @@ Covers:
 
 Tolerances (measured values are from a 2-core AVX-512 CPU without AVX512-BF16, torch 2.14):
 - fp32: atol 1e-5, rtol 0 (STYLE.md). oneDNN linear+GELU vs the plain ops measured 0 on the
-  (2, 37, 24) -> 40 case. Routes that call `F.linear` themselves are compared with `torch.equal`.
+  (2, 37, 24) -> 40 case; MKL's packed sgemm vs F.linear at most
+  9.5e-7 (385 inputs). Routes that call `F.linear` themselves are compared with `torch.equal`.
 - bf16 on fp32 units vs its definition (operands rounded to bf16, fp32 linear, GELU, one rounding to
   bf16): one bf16 rounding, rtol 2**-7, atol 1e-6. Two fp32 results that differ only in summation
   order can round to neighbouring bf16 values; bf16 keeps 8 significant bits, so neighbours are at most
@@ -109,6 +114,20 @@ def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[OnednnCall]:
     return calls
 
 
+@pytest.fixture
+def mkl_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """Spy on `kernels._mkl_packed_linear` (the only way into MKL's packed sgemm): records x, weight, bias."""
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+    original = kernels._mkl_packed_linear
+
+    def spy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        calls.append((x, weight, bias))
+        return original(x, weight, bias)
+
+    monkeypatch.setattr(kernels, "_mkl_packed_linear", spy)
+    return calls
+
+
 class _TorchCalls(TorchFunctionMode):
     """Records the torch functions and ops called inside it (`torch.ops.mkldnn._linear_pointwise` included)."""
 
@@ -154,29 +173,34 @@ def _avx512() -> bool:
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("context", list(NO_AUTOGRAD), ids=list(NO_AUTOGRAD))
-def test_fp32_linear_without_gelu_sums_like_f_linear(context: str, bias: bool, onednn_calls: list[Any]) -> None:
-    """Up to ONEDNN_SAME_SUM_K inputs per output oneDNN runs and its sums are F.linear's (bit for bit where
-    that was measured, AVX-512; at the model's widths 96, 192 and 384 too); above that, and for a vector,
-    a transposed x or fewer than ONEDNN_SAME_SUM_ROWS rows, the linear is F.linear itself."""
-    for inputs in (24, 96, 192, kernels.ONEDNN_SAME_SUM_K, kernels.ONEDNN_SAME_SUM_K + 1, 768):
+def test_fp32_linear_without_gelu_routes_by_width_and_rows(
+    context: str, bias: bool, onednn_calls: list[Any], mkl_calls: list[Any]
+) -> None:
+    """From PACKED_MIN_ROWS contiguous rows: up to ONEDNN_SAME_SUM_K inputs per output oneDNN runs and its
+    sums are F.linear's (bit for bit where that was measured, AVX-512; at the model's widths 96, 192 and
+    384 too); wider, MKL's packed sgemm runs, within ATOL. For a vector, a transposed x or fewer rows
+    the linear is F.linear itself."""
+    for inputs in (24, 96, 192, kernels.ONEDNN_SAME_SUM_K, kernels.ONEDNN_SAME_SUM_K + 1, 768, 3072):
         generator = torch.Generator().manual_seed(inputs)
         x = torch.randn(3, 70, inputs, generator=generator)
         weight = torch.randn(50, inputs, generator=generator) / inputs**0.5
         b = torch.randn(50, generator=generator) if bias else None
-        # rows; as many as oneDNN needs; fewer (MKL's small-matrix routines); a vector; a transposed matrix
-        few = kernels.ONEDNN_SAME_SUM_ROWS
+        # rows; as many as the packed routes need; fewer (MKL's small-matrix routines); a vector; a transposed matrix
+        few = kernels.PACKED_MIN_ROWS
         for rows in (x, x[0, :few], x[0, : few - 1], x[0, 0], x[0].t().contiguous().t()):
             onednn_calls.clear()
+            mkl_calls.clear()
             with NO_AUTOGRAD[context]():
                 out = kernels.linear(rows, weight, b)
                 expected = F.linear(rows, weight, b)
             many_rows = rows.dim() >= 2 and rows.is_contiguous() and rows.numel() >= few * inputs
             takes_onednn = inputs <= kernels.ONEDNN_SAME_SUM_K and many_rows
-            assert len(onednn_calls) == int(takes_onednn), (inputs, rows.shape)
-            if _avx512() or not takes_onednn:
-                assert torch.equal(out, expected), (inputs, (out - expected).abs().max().item())
-            else:
+            takes_mkl = inputs > kernels.ONEDNN_SAME_SUM_K and many_rows and kernels._mkl_packed_linear_available()
+            assert (len(onednn_calls), len(mkl_calls)) == (int(takes_onednn), int(takes_mkl)), (inputs, rows.shape)
+            if takes_mkl or (takes_onednn and not _avx512()):
                 torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+            else:
+                assert torch.equal(out, expected), (inputs, (out - expected).abs().max().item())
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
@@ -226,6 +250,24 @@ def test_fallback_without_the_onednn_op_is_the_plain_ops(
     assert len(onednn_calls) == 1  # the route was taken; the fallback is inside `_onednn_linear`
     assert not torch_calls.onednn and F.linear in torch_calls.funcs and F.gelu in torch_calls.funcs
     assert out.dtype == expected.dtype and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("needs_grad", [False, True], ids=["no-grad", "autograd"])
+@pytest.mark.parametrize("mkl", [True, False], ids=["mkl", "without-mkl"])
+def test_wide_linear_is_f_linear_without_mkl_or_with_autograd(
+    mkl: bool, needs_grad: bool, monkeypatch: pytest.MonkeyPatch, mkl_calls: list[Any]
+) -> None:
+    """The MKL route needs a torch built with MKL and no autograd; otherwise the linear is F.linear itself."""
+    if not mkl:
+        monkeypatch.setattr(kernels, "_mkl_packed_linear_available", lambda: False)
+    elif not kernels._mkl_packed_linear_available():
+        pytest.skip("this torch build has no MKL")
+    module, x = _route_module("mkl"), _route_input("mkl")
+    module.requires_grad_(needs_grad)
+    out = kernels.linear(x, module.weight, module.bias)
+    assert len(mkl_calls) == int(mkl and not needs_grad)
+    if not mkl_calls:
+        assert torch.equal(out, F.linear(x, module.weight, module.bias))
 
 
 # ------------------------------------------------------------------------------ linear: autocast
@@ -302,48 +344,60 @@ def test_fp16_autocast_is_native_autocast(gelu: bool, monkeypatch: pytest.Monkey
 needs_onednn = pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN")
 
 
+needs_mkl = pytest.mark.skipif(not kernels._mkl_packed_linear_available(), reason="this torch build has no MKL")
+
+Packing = tuple[torch.Tensor, Any]  # the weight and its kernels._Layout
+
+
 @pytest.fixture
-def packs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, bool]]:
-    """Spy on `kernels._pack`: records the (weight, rounded) of every packing."""
-    made: list[tuple[torch.Tensor, bool]] = []
+def packs(monkeypatch: pytest.MonkeyPatch) -> list[Packing]:
+    """Spy on `kernels._pack`: records the (weight, layout) of every packing."""
+    made: list[Packing] = []
     original = kernels._pack
 
-    def spy(weight: torch.Tensor, rounded: bool) -> torch.Tensor:
-        made.append((weight, rounded))
-        return original(weight, rounded)
+    def spy(weight: torch.Tensor, layout: Any) -> torch.Tensor:
+        made.append((weight, layout))
+        return original(weight, layout)
 
     monkeypatch.setattr(kernels, "_pack", spy)
     return made
 
 
-def _linear_module(seed: int = 0) -> torch.nn.Linear:
-    _, weight, b = _operands(seed=seed)
-    module = torch.nn.Linear(24, 40)
+# The packed routes, each with a linear it takes: (inputs, gelu). oneDNN takes a GELU-fused linear at
+# any width; MKL's packed sgemm a linear without GELU wider than ONEDNN_SAME_SUM_K.
+PACKED_ROUTES = {"onednn": (24, True), "mkl": (768, False)}
+PACKED_ROUTE_PARAMS = [pytest.param("onednn", marks=needs_onednn), pytest.param("mkl", marks=needs_mkl)]
+
+
+def _route_module(route: str, seed: int = 0) -> torch.nn.Linear:
+    inputs, _ = PACKED_ROUTES[route]
+    generator = torch.Generator().manual_seed(seed)
+    module = torch.nn.Linear(inputs, 40)
     with torch.no_grad():
-        module.weight.copy_(weight)
-        module.bias.copy_(b)
+        module.weight.copy_(torch.randn(40, inputs, generator=generator) / inputs**0.5)
+        module.bias.copy_(torch.randn(40, generator=generator))
     return module
 
 
-def _fused(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """The GELU-fused linear (oneDNN at any width) of `module`, without autograd."""
+def _route_input(route: str, rows: int = 37) -> torch.Tensor:
+    """(2, rows, inputs): enough rows for either packed route."""
+    return torch.randn(2, rows, PACKED_ROUTES[route][0], generator=torch.Generator().manual_seed(100))
+
+
+def _route_run(module: torch.nn.Linear, x: torch.Tensor, route: str, fast: bool = True) -> torch.Tensor:
+    """The route's linear of `module` by `kernels.linear` (or, not `fast`, by the plain ops), without autograd."""
     with torch.no_grad():
-        return kernels.linear(x, module.weight, module.bias, gelu=True)
+        return (kernels.linear if fast else _plain)(x, module.weight, module.bias, PACKED_ROUTES[route][1])
 
 
-def _expected(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return _plain(x, module.weight, module.bias, gelu=True)
-
-
-@needs_onednn
-def test_a_weight_is_packed_once_and_reused(packs: list[tuple[torch.Tensor, bool]]) -> None:
-    module = _linear_module()
-    x = _operands()[0]
-    outputs = [_fused(module, x) for _ in range(3)]
-    assert len(packs) == 1 and not packs[0][1]
+@pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
+def test_a_weight_is_packed_once_and_reused(route: str, packs: list[Packing]) -> None:
+    module = _route_module(route)
+    x = _route_input(route)
+    outputs = [_route_run(module, x, route) for _ in range(3)]
+    assert [(w.data_ptr() == module.weight.data_ptr(), layout.library) for w, layout in packs] == [(True, route)]
     assert all(torch.equal(out, outputs[0]) for out in outputs)
-    torch.testing.assert_close(outputs[0], _expected(module, x), atol=ATOL, rtol=0)
+    torch.testing.assert_close(outputs[0], _route_run(module, x, route, fast=False), atol=ATOL, rtol=0)
 
 
 def _sgd_step(module: torch.nn.Linear, other: torch.nn.Linear) -> None:
@@ -362,43 +416,59 @@ WEIGHT_CHANGES: dict[str, Callable[[torch.nn.Linear, torch.nn.Linear], Any]] = {
 }
 
 
-@needs_onednn
+@pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
 @pytest.mark.parametrize("change", list(WEIGHT_CHANGES), ids=list(WEIGHT_CHANGES))
-def test_a_changed_weight_is_packed_again(change: str, packs: list[tuple[torch.Tensor, bool]]) -> None:
-    module, other = _linear_module(seed=0), _linear_module(seed=1)
-    x = _operands()[0]
-    before = _fused(module, x)
+def test_a_changed_weight_is_packed_again(change: str, route: str, packs: list[Packing]) -> None:
+    module, other = _route_module(route, seed=0), _route_module(route, seed=1)
+    x = _route_input(route)
+    before = _route_run(module, x, route)
     with torch.no_grad():
         WEIGHT_CHANGES[change](module, other)
-    after = _fused(module, x)
+    after = _route_run(module, x, route)
     assert len(packs) == 2
-    torch.testing.assert_close(after, _expected(module, x), atol=ATOL, rtol=0)
+    torch.testing.assert_close(after, _route_run(module, x, route, fast=False), atol=ATOL, rtol=0)
     assert (after - before).abs().max() > 1e-2 or change == "dtype round trip"  # that one keeps the values
+
+
+@needs_mkl
+def test_mkl_packs_are_kept_for_two_row_counts_per_weight(packs: list[Packing], mkl_calls: list[Any]) -> None:
+    """MKL packs for one row count: a weight keeps MKL_ROW_COUNTS_PER_WEIGHT of them (a row block's and
+    the remainder's), the oldest going first; every product stays F.linear's within ATOL."""
+    module = _route_module("mkl")
+    for rows in (37, 37, 50, 37, 60, 37):
+        x = _route_input("mkl", rows)
+        torch.testing.assert_close(
+            _route_run(module, x, "mkl"), _route_run(module, x, "mkl", fast=False), atol=ATOL, rtol=0
+        )
+    assert kernels.MKL_ROW_COUNTS_PER_WEIGHT == 2
+    assert [layout.rows for _, layout in packs] == [74, 100, 120, 74]  # 2 images x rows; 74 went when 120 came
+    assert sorted(layout.rows for layout in kernels._PACKS[module.weight]) == [74, 120]
+    assert len(mkl_calls) == 6
 
 
 @needs_onednn
 @pytest.mark.parametrize("through", ["data", "numpy"])
-def test_writes_pytorch_cannot_see_need_forget_packed(through: str, packs: list[tuple[torch.Tensor, bool]]) -> None:
+def test_writes_pytorch_cannot_see_need_forget_packed(through: str, packs: list[Packing]) -> None:
     """Writes through `.data` or a numpy view bypass the version counter (documented); `forget_packed`
     makes the next call repack."""
-    module = _linear_module()
-    x = _operands()[0]
-    before = _fused(module, x)
+    module = _route_module("onednn")
+    x = _route_input("onednn")
+    before = _route_run(module, x, "onednn")
     if through == "data":
         module.weight.data.mul_(1.5)
     else:
         module.weight.detach().numpy()[:] *= 1.5
     kernels.forget_packed(module.parameters())
     assert module.weight not in kernels._PACKS
-    after = _fused(module, x)
+    after = _route_run(module, x, "onednn")
     assert len(packs) == 2 and (after - before).abs().max() > 1e-2
-    torch.testing.assert_close(after, _expected(module, x), atol=ATOL, rtol=0)
+    torch.testing.assert_close(after, _route_run(module, x, "onednn", fast=False), atol=ATOL, rtol=0)
 
 
 @needs_onednn
 def test_a_pack_goes_with_its_weight() -> None:
-    module = _linear_module()
-    _fused(module, _operands()[0])
+    module = _route_module("onednn")
+    _route_run(module, _route_input("onednn"), "onednn")
     assert module.weight in kernels._PACKS
     gc.collect()  # other tests' dead weights leave first
     alive = len(kernels._PACKS)
@@ -409,35 +479,43 @@ def test_a_pack_goes_with_its_weight() -> None:
 
 @needs_onednn
 def test_fp32_and_rounded_packs_of_one_weight_alternate_correctly(
-    monkeypatch: pytest.MonkeyPatch, packs: list[tuple[torch.Tensor, bool]]
+    monkeypatch: pytest.MonkeyPatch, packs: list[Packing]
 ) -> None:
     _bf16_units(monkeypatch, False)
-    module = _linear_module()
-    x = _operands()[0]
+    module = _route_module("onednn")
+    x = _route_input("onednn")
     for _ in range(2):
-        torch.testing.assert_close(_fused(module, x), _expected(module, x), atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            _route_run(module, x, "onednn"), _route_run(module, x, "onednn", fast=False), atol=ATOL, rtol=0
+        )
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            rounded = _fused(module, x)
+            rounded = _route_run(module, x, "onednn")
         expected = _bf16_definition(x, module.weight.detach(), module.bias.detach(), gelu=True)
         torch.testing.assert_close(rounded.float(), expected.float(), **BF16_ONE_ROUNDING)
-    assert [r for _, r in packs] == [False, True]  # one pack per route, each reused
+    assert [layout for _, layout in packs] == [kernels.ONEDNN, kernels.ONEDNN_ROUNDED]  # one per route, reused
 
 
-@needs_onednn
-def test_an_inference_tensor_weight_is_not_packed(packs: list[tuple[torch.Tensor, bool]]) -> None:
-    """Without a version counter a pack could not be kept safely: oneDNN takes the weight unpacked."""
-    x, weight, b = _operands()
+@pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
+def test_an_inference_tensor_weight_is_not_packed(route: str, packs: list[Packing], mkl_calls: list[Any]) -> None:
+    """Without a version counter a pack could not be kept safely: oneDNN takes the weight unpacked, and
+    the MKL route leaves the linear to F.linear."""
+    module, x = _route_module(route), _route_input(route)
     with torch.inference_mode():
-        frozen = weight.clone()
-        out = kernels.linear(x, frozen, b, gelu=True)
-    assert frozen not in kernels._PACKS and not packs
-    torch.testing.assert_close(out, _plain(x, weight, b, gelu=True), atol=ATOL, rtol=0)
+        frozen = torch.nn.Linear(module.in_features, module.out_features)
+        frozen.load_state_dict(module.state_dict())
+        out = _route_run(frozen, x, route)
+    assert frozen.weight.is_inference() and frozen.weight not in kernels._PACKS and not packs and not mkl_calls
+    expected = _route_run(module, x, route, fast=False)
+    if route == "mkl":
+        assert torch.equal(out, expected)
+    else:
+        torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
 
 
 @needs_onednn
 def test_a_pack_does_not_keep_a_replaced_weight_alive() -> None:
-    module = _linear_module()
-    _fused(module, _operands()[0])
+    module = _route_module("onednn")
+    _route_run(module, _route_input("onednn"), "onednn")
     old = StorageWeakRef(module.weight.untyped_storage())
     module.weight.data = module.weight.detach().clone()
     gc.collect()
@@ -445,9 +523,7 @@ def test_a_pack_does_not_keep_a_replaced_weight_alive() -> None:
 
 
 @needs_onednn
-def test_an_inference_tensor_weight_on_the_rounded_route(
-    monkeypatch: pytest.MonkeyPatch, packs: list[tuple[torch.Tensor, bool]]
-) -> None:
+def test_an_inference_tensor_weight_on_the_rounded_route(monkeypatch: pytest.MonkeyPatch, packs: list[Packing]) -> None:
     _bf16_units(monkeypatch, False)
     x, weight, b = _operands()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -464,21 +540,21 @@ def test_jit_trace_records_the_plain_ops(onednn_calls: list[Any]) -> None:
     class Fused(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.linear = _linear_module()
+            self.linear = _route_module("onednn")
 
         def forward(self, rows: torch.Tensor) -> torch.Tensor:
             return kernels.linear(rows, self.linear.weight, self.linear.bias, gelu=True)
 
     fused = Fused()
     module = fused.linear
-    x = _operands()[0]
+    x = _route_input("onednn")
     with torch.no_grad():
         traced = torch.jit.trace(fused, x, check_trace=False)  # the check would rerun it untraced
     assert not onednn_calls
     assert "mkldnn" not in str(traced.graph)
     with torch.no_grad():
         module.weight.mul_(1.5)
-        torch.testing.assert_close(traced(x), _expected(module, x), atol=ATOL, rtol=0)
+        torch.testing.assert_close(traced(x), _route_run(module, x, "onednn", fast=False), atol=ATOL, rtol=0)
 
 
 # ------------------------------------------------------------------------------ cpu_has_bf16_units
