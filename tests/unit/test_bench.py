@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from helpers import tiny_config
-from swinv2 import Swinv2ForImageClassification
+from swinv2 import Swinv2ForImageClassification, bench
 from swinv2.bench import (
     OTHER_OPS,
     Case,
@@ -59,14 +60,32 @@ def test_short_calls_are_timed_in_samples_of_several() -> None:
     assert calls_per_sample(0.0, 0.25) >= 1
 
 
-def test_measure_repeats_short_calls_alike_and_reports_per_call_times() -> None:
+class _FakeClock:
+    """A stand-in for the `time` module whose `perf_counter` advances only by `seconds_per_forward` at
+    each forward of the models it is attached to: the timings `measure` sees are exact, whatever the
+    machine's load."""
+
+    def __init__(self, seconds_per_forward: float) -> None:
+        self.now = 0.0
+        self.seconds_per_forward = seconds_per_forward
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def tick(self, *_: Any) -> None:
+        self.now += self.seconds_per_forward
+
+
+def test_measure_repeats_short_calls_alike_and_reports_per_call_times(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     models = {name: Swinv2ForImageClassification(tiny_config(num_labels=1000)) for name in ("swinv2", "timm")}
+    clock = _FakeClock(seconds_per_forward=1 / 16)  # binary fractions: the clock's sums are exact
+    monkeypatch.setattr(bench, "time", clock)
     forwards = dict.fromkeys(models, 0)
     for name, model in models.items():
         model.register_forward_hook(lambda *_, name=name: forwards.__setitem__(name, forwards[name] + 1))
+        model.register_forward_hook(clock.tick)
     case = Case("inference b1 fp32", 1, "fp32", "inference")
-    min_sample_s = 0.2  # a tiny-config forward at 64 px takes a few ms
     results = measure(
         models,
         case,
@@ -74,13 +93,12 @@ def test_measure_repeats_short_calls_alike_and_reports_per_call_times() -> None:
         1e9,
         rounds=2,
         device=torch.device("cpu"),
-        min_sample_s=min_sample_s,
+        min_sample_s=0.25,
     )
-    calls = {result.calls_per_sample for result in results.values()}
-    assert len(calls) == 1 and calls.pop() >= 3  # the same count for both
     for name, result in results.items():
-        assert forwards[name] == 3 + 2 * result.calls_per_sample + 1  # warm-up, the rounds' samples, the profile
-        assert result.median_ms < 1e3 * min_sample_s  # per call, not per sample
+        assert result.calls_per_sample == 4  # 0.25 s of 1/16 s calls, the same count for both
+        assert forwards[name] == 3 + 2 * 4 + 1  # warm-up, the rounds' samples, the profile
+        assert result.median_ms == result.max_ms == 1e3 / 16  # per call, not per sample
 
 
 def test_profile_splits_the_time_by_op_class() -> None:
