@@ -18,9 +18,9 @@ plain `F.linear`:
     without GELU (more inputs), from `PACKED_MIN_ROWS` rows. Its sums are addmm's at most shapes and a
     few ulps apart at some (measured: 1.9e-6 at 64 x 3072 -> 768, outputs ~3); over the model the
     parity cases stay within 3.87e-6 of transformers (with addmm there: 3.05e-6; oneDNN: 1.07e-5). MKL
-    packs for one row count: a weight keeps packs for `MKL_ROW_COUNTS_PER_WEIGHT` row counts (a row
-    block's and the remainder's), the oldest going first. At the tiny model's shapes these linears
-    take 6-29% less time in isolation, the model's inference 3.5-6% less at batch 1, 1-1.5% at batch 8.
+    packs for one row count: a weight keeps packs for `MKL_ROW_COUNTS_PER_WEIGHT` row counts, the
+    least recently used going first. At the tiny model's shapes these linears take 6-29% less time
+    in isolation, the model's inference 3.5-6% less at batch 1, 1-1.5% at batch 8.
 - **bf16 autocast on an x86 CPU without bf16 units (no AVX512-BF16, no AMX).** There PyTorch's bf16
   matmul is emulated and 2.5-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
   rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in fp32, and
@@ -28,15 +28,15 @@ plain `F.linear`:
   at fp32 speed. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
   The weight is rounded and packed once, like the fp32 route's.
 
-The packed weights are kept per weight tensor while it lives (`_packed_weight`): about one more copy of
-the linear weights during CPU inference (the tiny model's 108 MB of weights: 48 MB packed for oneDNN,
-51 MB for MKL per row count, 150 MB in all after two batch sizes; more when fp32 and bf16-autocast
-inference alternate), given back by `forget_packed` (the models call it from `clear_caches`, `train()`,
-`load_state_dict` and conversions such as `.to()`). A pack is remade whenever its weight changes in
-place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves) or is replaced
-(`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`, through numpy or
-DLPack views of the weight, into its untyped storage, by another process into shared memory) cannot be
-seen: call `forget_packed` after them.
+The packed weights are kept per weight tensor while it lives (`_packed_weight`), at a memory cost (the
+tiny model, 108 MB of weights, measured resident: 57 MB of oneDNN packs; MKL's, 50 MB after batch 1 and
+132 MB after batch 1 and 8, its packs for more rows being larger; more when fp32 and bf16-autocast
+inference alternate). `forget_packed` gives them back (the models call it from `clear_caches`,
+`train()`, `load_state_dict` and conversions such as `.to()`). A pack is remade whenever its weight
+changes in place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves) or is
+replaced (`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`, through
+numpy or DLPack views of the weight, into its untyped storage, by another process into shared memory)
+cannot be seen: call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
 an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
@@ -112,8 +112,12 @@ def plain_ops_required(x: torch.Tensor) -> bool:
 
 
 def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-    """ "plain", "fp32" (CPU inference in fp32) or "bf16-on-fp32" (see the module docstring)."""
+    """ "plain", "fp32" (CPU inference in fp32) or "bf16-on-fp32" (see the module docstring). Empty
+    operands and a bias that is not one value per output (which `F.linear` broadcasts, and the packed
+    kernels would read past) take the plain ops."""
     if x.device.type != "cpu" or plain_ops_required(x):
+        return "plain"
+    if x.numel() == 0 or weight.numel() == 0 or (bias is not None and bias.shape != weight.shape[:1]):
         return "plain"
     tensors = (x, weight) if bias is None else (x, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -177,7 +181,7 @@ ONEDNN_SAME_SUM_K = 384
 # Both packed routes start at this many rows: with up to 15, addmm takes MKL's small-matrix routines,
 # whose sums neither packed kernel reproduces.
 PACKED_MIN_ROWS = 32
-MKL_ROW_COUNTS_PER_WEIGHT = 2  # MKL packs kept per weight: a row block's count and the remainder's
+MKL_ROW_COUNTS_PER_WEIGHT = 2  # MKL packs kept per weight: e.g. a row block's and the last block's
 
 # weight tensor -> {_Layout: _Pack}, dropped with the weight
 _PACKS: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -197,14 +201,15 @@ def _packed_weight(weight: torch.Tensor, layout: _Layout) -> torch.Tensor:
     slots = _PACKS.get(weight)
     if slots is None:
         slots = _PACKS[weight] = {}
-    pack = slots.get(layout)
+    pack = slots.pop(layout, None)  # put back last: the slots run from least to most recently used
+    if pack is None and layout.library == "mkl":
+        row_counts = [kept for kept in list(slots) if kept.library == "mkl"]
+        if len(row_counts) >= MKL_ROW_COUNTS_PER_WEIGHT:
+            slots.pop(row_counts[0], None)  # the least recently used row count goes
     if pack is None or not pack.holds(weight):
-        if pack is None and layout.library == "mkl":
-            row_counts = [kept for kept in slots if kept.library == "mkl"]
-            if len(row_counts) >= MKL_ROW_COUNTS_PER_WEIGHT:
-                del slots[row_counts[0]]  # the oldest row count goes first
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable outside inference mode
-            pack = slots[layout] = _Pack.of(weight.detach(), layout)
+            pack = _Pack.of(weight.detach(), layout)
+    slots[layout] = pack
     return pack.packed
 
 
@@ -289,6 +294,8 @@ def in_row_chunks(
 ) -> torch.Tensor:
     """`fn(x, 0)`, computed over blocks of rows (dim 0) whose intermediates stay under `CHUNK_BYTES`.
 
+    As few blocks as that allows, of equal size as far as `align` lets them be (the last may be
+    shorter): no sliver of a remainder, and few distinct row counts for the packed linears.
     `fn(rows, start)` must treat its rows independently; `start` is the index of the block's first
     row. Blocks are used on the CPU when autograd is off, outside `torch.compile` and `torch.jit.trace`;
     otherwise (and when `x` is small enough) `fn` sees all of `x` at once.
@@ -299,11 +306,14 @@ def in_row_chunks(
         bytes_per_row: the largest intermediate `fn` allocates, per row of `x`.
         align: blocks hold a multiple of this many rows (at least one multiple, whatever its size).
     """
-    rows = max(align, CHUNK_BYTES // max(bytes_per_row, 1) // align * align)
+    budget = max(align, CHUNK_BYTES // max(bytes_per_row, 1) // align * align)  # the most rows a block takes
     total = x.shape[0]
     traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # a trace would fix the loop to this size
-    if total <= rows or x.device.type != "cpu" or torch.is_grad_enabled() or traced:
+    if total <= budget or x.device.type != "cpu" or torch.is_grad_enabled() or traced:
         return fn(x, 0)
+    blocks = -(-total // budget)  # ceil(total / budget)
+    rows = -(-total // blocks)  # ceil(total / blocks) ...
+    rows = -(-rows // align) * align  # ... up to a multiple of align: still within the budget
     first = fn(x[:rows], 0)
     out = first.new_empty((total, *first.shape[1:]))
     out[:rows] = first

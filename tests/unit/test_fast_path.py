@@ -64,6 +64,27 @@ def _cold_copy(model: Swinv2Model, dtype: torch.dtype = torch.float32) -> Swinv2
     return copy
 
 
+def _packing_model(seed: int = 0) -> Swinv2Model:
+    """A model wide enough for both packed routes: its first stage's fc2 (416 inputs) runs on MKL's
+    packed sgemm, its other linears on oneDNN (where the build has them)."""
+    return _model(tiny_config(embed_dim=104), seed=seed)
+
+
+def _packed_libraries(model: torch.nn.Module) -> set[str]:
+    """Which packed routes hold packs of `model`'s weights."""
+    return {layout.library for p in model.parameters() for layout in kernels._PACKS.get(p, {})}
+
+
+BOTH_PACKED_ROUTES = {
+    name
+    for name, available in (
+        ("onednn", kernels._onednn_linear_available()),
+        ("mkl", kernels._mkl_packed_linear_available()),
+    )
+    if available
+}
+
+
 def _run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).last_hidden_state
@@ -265,9 +286,10 @@ def test_in_place_parameter_change_invalidates_the_cache(modify: Any) -> None:
 
 @pytest.mark.parametrize("linear", ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"])
 def test_in_place_linear_weight_change_reaches_the_packed_weights(linear: str) -> None:
-    model = _model()
+    model = _packing_model()
     x = image_batch(2, 64, 64)
     before = _run(model, x)
+    assert _packed_libraries(model) == BOTH_PACKED_ROUTES
     with torch.no_grad():
         for block in (m for m in model.modules() if isinstance(m, Swinv2Block)):
             block.get_submodule(linear).weight.mul_(1.25)
@@ -569,14 +591,15 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_gradients() -> None:
 def test_writes_through_data_need_clear_caches() -> None:
     """`param.data` bypasses PyTorch's version counter, so the caches cannot see it; clear_caches() can.
     It also gives back the packed linear weights."""
-    model = _model()
+    model = _packing_model()
     x = image_batch(1, 64, 64)
     before = _run(model, x)
-    assert any(p in kernels._PACKS for p in model.parameters())
+    assert _packed_libraries(model) == BOTH_PACKED_ROUTES
     model.layers[0].blocks[1].attn.logit_scale.data.add_(0.5)
-    model.layers[0].blocks[0].mlp.fc2.weight.data.mul_(1.25)
+    model.layers[0].blocks[0].mlp.fc2.weight.data.mul_(1.25)  # packed for MKL
+    model.layers[0].blocks[1].mlp.fc1.weight.data.mul_(1.25)  # packed for oneDNN
     model.clear_caches()
-    assert not any(p in kernels._PACKS for p in model.parameters())
+    assert not _packed_libraries(model)
     after = _run(model, x)
     torch.testing.assert_close(after, _run(_cold_copy(model), x), **EXACT)
     assert _max_diff(after, before) > 1e-3
@@ -584,7 +607,7 @@ def test_writes_through_data_need_clear_caches() -> None:
 
 def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
     """The packed weights live outside the modules (oneDNN's opaque tensors cannot be copied or saved)."""
-    model = _model()
+    model = _packing_model()
     x = image_batch(1, 64, 64)
     expected = _run(model, x)
     twin = copy.deepcopy(model)
@@ -597,9 +620,10 @@ def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
 def test_loading_by_swapping_parameters_into_a_warm_model() -> None:
     """With `torch.__future__`'s swap on conversion, loads swap the parameter tensors, which a weak
     reference (the packs') would block: `load_state_dict` gives the packs back first."""
-    model, other = _model(seed=0), _model(seed=1)
+    model, other = _packing_model(seed=0), _packing_model(seed=1)
     x = image_batch(1, 64, 64)
     _run(model, x)
+    assert _packed_libraries(model) == BOTH_PACKED_ROUTES
     swapping = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)
     try:
@@ -613,15 +637,15 @@ def test_loading_by_swapping_parameters_into_a_warm_model() -> None:
 @pytest.mark.parametrize("how", ["train()", ".to(float64)"])
 def test_training_mode_and_moves_give_the_packs_back(how: str) -> None:
     """Training would leave the packs stale and a move would leave them behind: both drop them."""
-    model = _model()
+    model = _packing_model()
     x = image_batch(1, 64, 64)
     expected = _run(model, x)
-    assert any(p in kernels._PACKS for p in model.parameters())
+    assert _packed_libraries(model) == BOTH_PACKED_ROUTES
     if how == "train()":
         model.train()
     else:
         model.to(torch.float64)
-    assert not any(p in kernels._PACKS for p in model.parameters())
+    assert not _packed_libraries(model)
     model.eval().float()
     torch.testing.assert_close(_run(model, x), expected, **EXACT)
 

@@ -10,7 +10,7 @@ Covers:
 - Packed weights, for both packed routes: packed once, packed again after each kind of weight change,
   not for inference tensors, given back with the weight; MKL's packs for two row counts per weight.
 - `cpu_has_bf16_units`: non-x86 machines, x86 /proc/cpuinfo flags, an unreadable /proc/cpuinfo.
-- `in_row_chunks`: block sizes and starts, alignment, an `align` above the budget, one call when the
+- `in_row_chunks`: block sizes (balanced) and starts, alignment, an `align` above the budget, one call when the
   input fits, under autograd and off the CPU.
 - The model (tiny config, 64x64, shifted windows, 16 and 4 windows per image): "auto" and "sdpa" computed
   in many row blocks equal the unchunked and the "eager" outputs; bf16 autocast without bf16 units.
@@ -432,8 +432,8 @@ def test_a_changed_weight_is_packed_again(change: str, route: str, packs: list[P
 
 @needs_mkl
 def test_mkl_packs_are_kept_for_two_row_counts_per_weight(packs: list[Packing], mkl_calls: list[Any]) -> None:
-    """MKL packs for one row count: a weight keeps MKL_ROW_COUNTS_PER_WEIGHT of them (a row block's and
-    the remainder's), the oldest going first; every product stays F.linear's within ATOL."""
+    """MKL packs for one row count: a weight keeps MKL_ROW_COUNTS_PER_WEIGHT of them, the least
+    recently used going first; every product stays F.linear's within ATOL."""
     module = _route_module("mkl")
     for rows in (37, 37, 50, 37, 60, 37):
         x = _route_input("mkl", rows)
@@ -441,9 +441,59 @@ def test_mkl_packs_are_kept_for_two_row_counts_per_weight(packs: list[Packing], 
             _route_run(module, x, "mkl"), _route_run(module, x, "mkl", fast=False), atol=ATOL, rtol=0
         )
     assert kernels.MKL_ROW_COUNTS_PER_WEIGHT == 2
-    assert [layout.rows for _, layout in packs] == [74, 100, 120, 74]  # 2 images x rows; 74 went when 120 came
+    # 2 images x rows: 74 was used after 100, so 100 went when 120 came (first in, first out would
+    # have dropped 74 and packed it again)
+    assert [layout.rows for _, layout in packs] == [74, 100, 120]
     assert sorted(layout.rows for layout in kernels._PACKS[module.weight]) == [74, 120]
     assert len(mkl_calls) == 6
+
+
+@pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
+def test_the_packed_weight_is_what_multiplies(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed kernels multiply by the pack, not by the weight passed beside it (MKL's op falls
+    back to the weight for another row count): a pack of twice the weight doubles the product."""
+    original = kernels._pack
+    monkeypatch.setattr(kernels, "_pack", lambda weight, layout: original(2 * weight, layout))
+    module, x = _route_module(route), _route_input(route)
+    with torch.no_grad():
+        doubled = torch.nn.Linear(module.in_features, module.out_features)
+        doubled.weight.copy_(2 * module.weight)
+        doubled.bias.copy_(module.bias)
+    torch.testing.assert_close(
+        _route_run(module, x, route), _route_run(doubled, x, route, fast=False), atol=ATOL, rtol=0
+    )
+
+
+BAD_FOR_THE_PACKED_KERNELS: dict[str, Callable[[torch.nn.Linear, torch.Tensor], tuple[torch.Tensor, ...]]] = {
+    "bias (1,)": lambda m, x: (x, m.weight, m.bias[:1].clone()),
+    "bias ()": lambda m, x: (x, m.weight, m.bias[0].clone()),
+    "bias (rows, outputs)": lambda m, x: (x[0], m.weight, torch.randn(x.shape[1], m.out_features)),
+    "transposed weight": lambda m, x: (x, m.weight.t().contiguous().t(), m.bias),
+    "no rows": lambda m, x: (x[:, :0], m.weight, m.bias),
+    "no outputs": lambda m, x: (x, m.weight[:0], m.bias[:0]),
+}
+
+
+@pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
+@pytest.mark.parametrize("case", list(BAD_FOR_THE_PACKED_KERNELS), ids=list(BAD_FOR_THE_PACKED_KERNELS))
+def test_what_the_packed_kernels_cannot_take_is_f_linear(
+    case: str, route: str, onednn_calls: list[Any], mkl_calls: list[Any]
+) -> None:
+    """A bias F.linear broadcasts (the packed kernels would read past it), empty operands (MKL's packing
+    crashes on no outputs) and, for MKL, a transposed weight: F.linear itself, bit for bit."""
+    module, x = _route_module(route), _route_input(route)
+    x, weight, bias = BAD_FOR_THE_PACKED_KERNELS[case](module, x)
+    gelu = PACKED_ROUTES[route][1]
+    with torch.no_grad():
+        out = kernels.linear(x, weight, bias, gelu)
+        expected = _plain(x, weight, bias, gelu)
+    assert not mkl_calls
+    assert not onednn_calls or (route == "onednn" and case == "transposed weight")  # oneDNN takes any weight
+    assert out.shape == expected.shape
+    if onednn_calls:
+        torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+    else:
+        assert torch.equal(out, expected)
 
 
 @needs_onednn
@@ -645,7 +695,9 @@ def _rows(total: int) -> torch.Tensor:
     ("total", "bytes_per_row", "align", "blocks"),
     [
         (23, 8, 1, [12, 11]),
-        (23, 8, 5, [10, 10, 3]),  # the largest multiple of 5 that fits, the remainder last
+        (25, 8, 1, [9, 9, 7]),  # three blocks are needed: balanced, not 12, 12 and a sliver of 1
+        (37, 8, 1, [10, 10, 10, 7]),
+        (23, 8, 5, [10, 10, 3]),  # balanced (8), then up to a multiple of 5; the remainder last
         (20, 8, 4, [12, 8]),
         (21, 8, 7, [7, 7, 7]),  # one multiple of 7 fits, two do not
         (40, 8, 20, [20, 20]),  # align above the budget: blocks of exactly `align` rows
