@@ -51,6 +51,7 @@ import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +136,7 @@ class _Layout:
     """A packed form of a weight: oneDNN's blocked layout (of the weight, or of it rounded to bf16 when
     `rounded`), or MKL's packed sgemm operand for products with `rows` rows."""
 
-    library: str  # "onednn" or "mkl"
+    library: Literal["onednn", "mkl"]
     rounded: bool = False
     rows: int = 0
 
