@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from swinv2.bench import Report, run, to_markdown, write_report
+from swinv2.cli.bench import Report, run, to_markdown, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_VARIANTS = ["swinv2-tiny-patch4-window8-256"]

@@ -6,9 +6,9 @@ Example:
     >>> model.save_pretrained("my-model")  # config.json + model.safetensors, loadable by transformers
 """
 
-from swinv2.checkpoints import CheckpointError, LoadReport
 from swinv2.config import Swinv2Config
 from swinv2.formats import detect_layout, load_checkpoint, save_timm
+from swinv2.io.checkpoints import CheckpointError, LoadReport
 from swinv2.models import (
     BackboneOutput,
     Swinv2Backbone,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swinv2.io_utils import atomic_write_text
+from swinv2.io.files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "swinv2"
@@ -351,7 +351,7 @@ class Swinv2Config:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str], **overrides: Any) -> Swinv2Config:
         """Load `config.json` from a directory, a file path or a Hub id; `overrides` replace fields."""
-        from swinv2.hub import resolve_model_dir
+        from swinv2.io.hub import resolve_model_dir
 
         path = Path(name_or_path)
         config_file = path if path.is_file() else resolve_model_dir(name_or_path) / CONFIG_NAME

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from swinv2.checkpoints import CheckpointError, load_into_model, read_state_dict, write_safetensors
 from swinv2.config import CONFIG_NAME, Swinv2Config
 from swinv2.convert import from_timm, to_timm
-from swinv2.io_utils import atomic_write
+from swinv2.io.checkpoints import CheckpointError, load_into_model, read_state_dict, write_safetensors
+from swinv2.io.files import atomic_write
 from swinv2.models import (
     Swinv2Backbone,
     Swinv2ForImageClassification,

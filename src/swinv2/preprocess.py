@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from swinv2.io_utils import atomic_write_text
+from swinv2.io.files import atomic_write_text
 from swinv2.zoo import IMAGENET_MEAN, IMAGENET_STD, get_variant
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -232,7 +232,7 @@ class Swinv2ImageProcessor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> Swinv2ImageProcessor:
         """Read `preprocessor_config.json` from a directory (or the file itself); unknown keys are ignored."""
-        from swinv2.hub import resolve_model_dir
+        from swinv2.io.hub import resolve_model_dir
 
         path = Path(name_or_path)
         file = path if path.is_file() else resolve_model_dir(name_or_path) / PREPROCESSOR_NAME

@@ -11,7 +11,7 @@ import transformers
 from PIL import Image
 
 from swinv2 import Swinv2ForImageClassification
-from swinv2.demo import digits_as_images
+from swinv2.cli.demo import digits_as_images
 from swinv2.pipeline import classify
 
 

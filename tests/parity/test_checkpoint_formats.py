@@ -26,8 +26,8 @@ from swinv2 import (
     load_checkpoint,
     save_timm,
 )
-from swinv2.checkpoints import read_state_dict
 from swinv2.formats import MICROSOFT, MICROSOFT_SIMMIM, TIMM, TRANSFORMERS, to_microsoft
+from swinv2.io.checkpoints import read_state_dict
 
 ATOL = 1e-5
 

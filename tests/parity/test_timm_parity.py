@@ -16,8 +16,8 @@ from timm.models.swin_transformer_v2 import SwinTransformerV2
 
 from helpers import BASE_SHAPED, TINY_SHAPED, image_batch, timm_model
 from swinv2 import Swinv2Config, Swinv2ForImageClassification
-from swinv2.checkpoints import load_into_model
 from swinv2.convert import from_timm, to_timm
+from swinv2.io.checkpoints import load_into_model
 
 ATOL = 1e-5
 

@@ -13,7 +13,7 @@ import torch
 
 from helpers import tiny_config
 from swinv2 import Swinv2ForImageClassification, bench
-from swinv2.bench import (
+from swinv2.cli.bench import (
     OTHER_OPS,
     Case,
     Report,
@@ -249,6 +249,6 @@ def test_bench_command_says_when_cuda_is_missing() -> None:
     ],
 )
 def test_gpu_kernels_are_classed_by_name(kernel: str, op_class: str) -> None:
-    from swinv2.bench import gpu_kernel_class
+    from swinv2.cli.bench import gpu_kernel_class
 
     assert gpu_kernel_class(kernel) == op_class

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import swinv2.checkpoints as checkpoints
+import swinv2.io.checkpoints as checkpoints
 from helpers import image_batch, perturb_, tiny_config
 from swinv2 import (
     CheckpointError,
@@ -21,7 +21,7 @@ from swinv2 import (
     Swinv2ForImageClassification,
     Swinv2Model,
 )
-from swinv2.checkpoints import load_into_model, read_state_dict, write_safetensors
+from swinv2.io.checkpoints import load_into_model, read_state_dict, write_safetensors
 
 # --------------------------------------------------------------------------------- read_state_dict
 

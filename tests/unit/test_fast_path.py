@@ -21,7 +21,7 @@ from torch.autograd import forward_ad
 
 from helpers import TINY, TINY_SHAPED, count_forwards, hf_config, image_batch, natural_images, perturb_, tiny_config
 from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention, kernels
-from swinv2.checkpoints import read_state_dict
+from swinv2.io.checkpoints import read_state_dict
 from swinv2.layers import _GeluMlp, shifted_window_mask, window_order
 from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, WindowAttention
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from swinv2 import kernels
-from swinv2.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
 from swinv2.config import Swinv2Config
 from swinv2.convert import encoder_from_hf, encoder_to_hf, hf_encoder_name
-from swinv2.hub import resolve_model_dir
+from swinv2.io.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
+from swinv2.io.hub import resolve_model_dir
 
 logger = logging.getLogger(__name__)
 

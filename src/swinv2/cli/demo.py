@@ -24,6 +24,7 @@ from swinv2.config import Swinv2Config
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.pipeline import classify
 from swinv2.preprocess import Swinv2ImageProcessor
+from swinv2.train import EpochStats, TrainingSettings, fit
 
 IMAGE_SIZE = 32
 GRAY_MEAN, GRAY_STD = 0.5, 0.5  # digits are grey strokes on black; any fixed normalisation works
@@ -82,65 +83,24 @@ def _bar(done: int, total: int, text: str) -> None:
     print(f"\r  [{'#' * filled}{'.' * (24 - filled)}] {text}", end=end, file=sys.stderr, flush=True)
 
 
-def train(
-    model: Swinv2ForImageClassification,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
-    held_out: tuple[torch.Tensor, torch.Tensor],
-    epochs: int,
-    batch_size: int = 64,
-    seed: int = 0,
-) -> list[dict[str, float]]:
-    """AdamW with warm-up and cosine decay; returns per-epoch loss and train/held-out accuracy."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    steps_per_epoch = math.ceil(len(pixels) / batch_size)
-    total = epochs * steps_per_epoch
-    warmup = max(1, steps_per_epoch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+def _print_epoch(stats: EpochStats) -> None:
+    print(
+        f"epoch {stats.epoch:2d}: loss {stats.loss:.3f}, train accuracy {stats.train_accuracy:.3f}, "
+        f"held-out accuracy {stats.held_out_accuracy:.3f}",
+        file=sys.stderr,
     )
-    history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(pixels), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for step, start in enumerate(range(0, len(pixels), batch_size), start=1):
-            index = order[start : start + batch_size]
-            x, y = _augment(pixels[index], generator), labels[index]
-            logits = model(x).logits
-            loss = F.cross_entropy(logits, y, label_smoothing=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item() * len(index)
-            correct += (logits.argmax(-1) == y).sum().item()
-            _bar(step, steps_per_epoch, f"epoch {epoch}/{epochs}")
-        model.eval()
-        with torch.no_grad():
-            held_correct = (model(held_out[0]).logits.argmax(-1) == held_out[1]).float().mean().item()
-        history.append(
-            dict(loss=loss_sum / len(pixels), train_accuracy=correct / len(pixels), held_out_accuracy=held_correct)
-        )
-        print(
-            f"epoch {epoch:2d}: loss {history[-1]['loss']:.3f}, train accuracy {history[-1]['train_accuracy']:.3f}, "
-            f"held-out accuracy {held_correct:.3f}",
-            file=sys.stderr,
-        )
-    return history
 
 
-def _curves_png(history: list[dict[str, float]], path: Path) -> None:
+def _curves_png(history: list[EpochStats], path: Path) -> None:
     """Loss and accuracies per epoch, drawn with PIL (no plotting library needed)."""
     width, height, margin = 640, 360, 40
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.rectangle((margin, margin, width - margin, height - margin), outline="black")
     series = {
-        "loss (scaled to the first epoch)": ([h["loss"] / history[0]["loss"] for h in history], (200, 60, 60)),
-        "train accuracy": ([h["train_accuracy"] for h in history], (60, 60, 200)),
-        "held-out accuracy": ([h["held_out_accuracy"] for h in history], (30, 150, 60)),
+        "loss (scaled to the first epoch)": ([h.loss / history[0].loss for h in history], (200, 60, 60)),
+        "train accuracy": ([h.train_accuracy for h in history], (60, 60, 200)),
+        "held-out accuracy": ([h.held_out_accuracy or 0.0 for h in history], (30, 150, 60)),
     }
     span_x = max(1, len(history) - 1)
     for row, (name, (values, colour)) in enumerate(series.items()):
@@ -189,7 +149,22 @@ def run_demo(out: Path, epochs: int = 40, seed: int = 0, held_out_fraction: floa
 
     model = Swinv2ForImageClassification(demo_config())
     print(f"model: Swin V2, {model.num_parameters() / 1e6:.2f} M parameters", file=sys.stderr)
-    history = train(model, pixels, labels, (held_pixels, held_labels), epochs, seed=seed)
+    epoch = [1]  # the epoch the progress bar shows
+
+    def after_epoch(stats: EpochStats) -> None:
+        _print_epoch(stats)
+        epoch[0] = stats.epoch + 1
+
+    history = fit(
+        model,
+        pixels,
+        labels,
+        TrainingSettings(epochs=epochs, seed=seed),
+        held_out=(held_pixels, held_labels),
+        augment=_augment,
+        on_step=lambda step, total: _bar(step, total, f"epoch {epoch[0]}/{epochs}"),
+        on_epoch=after_epoch,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / "model"

@@ -245,7 +245,7 @@ def cpu_training_peak_mb(implementation: str, case: Case, variant: str) -> float
     process, whichever ran first would pay for the allocator's growth and the others would not.
     """
     code = (
-        "from swinv2.bench import training_peak_in_this_process as peak; "
+        "from swinv2.cli.bench import training_peak_in_this_process as peak; "
         f"print(peak({implementation!r}, {variant!r}, {case.batch}, {case.precision!r}, {torch.get_num_threads()}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=1800)

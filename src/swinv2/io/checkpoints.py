@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from swinv2.io_utils import atomic_write
+from swinv2.io.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

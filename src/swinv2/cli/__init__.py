@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from swinv2.checkpoints import CheckpointError, load_into_model, read_state_dict
 from swinv2.config import Swinv2Config
 from swinv2.convert import from_timm
 from swinv2.formats import load_checkpoint, save_timm
+from swinv2.io.checkpoints import CheckpointError, load_into_model, read_state_dict
 from swinv2.models import Swinv2ForImageClassification, Swinv2PreTrainedModel
 from swinv2.zoo import get_variant
 
@@ -101,7 +101,7 @@ def convert(args: argparse.Namespace) -> str:
 
 def bench(args: argparse.Namespace) -> str:
     """Run the benchmark against the installed peers; print (and optionally save) the table."""
-    from swinv2.bench import run, to_markdown, write_report
+    from swinv2.cli.bench import run, to_markdown, write_report
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device}: no CUDA device here")
@@ -184,7 +184,7 @@ def features_command(args: argparse.Namespace) -> str:
     """Write pooled (and per-stage) features of the readable images to a .safetensors or .npy file."""
     from safetensors.torch import save_file
 
-    from swinv2.io_utils import atomic_write
+    from swinv2.io.files import atomic_write
     from swinv2.pipeline import extract_features, load_model
 
     out = Path(args.out)
@@ -215,7 +215,7 @@ def features_command(args: argparse.Namespace) -> str:
 
 def info_command(args: argparse.Namespace) -> str:
     """The model's config, parameter count, FLOPs at its input size and labels."""
-    from swinv2.bench import count_flops
+    from swinv2.cli.bench import count_flops
     from swinv2.pipeline import load_model
 
     model, processor = load_model(args.model, random_weights=args.random_weights)
@@ -238,7 +238,7 @@ def info_command(args: argparse.Namespace) -> str:
 
 def demo_command(args: argparse.Namespace) -> str:
     """Train on scikit-learn's digits, save, classify the held-out set, report and draw."""
-    from swinv2.demo import format_confusion, run_demo
+    from swinv2.cli.demo import format_confusion, run_demo
 
     result = run_demo(Path(args.out), epochs=args.epochs, seed=args.seed)
     return "\n".join(
@@ -355,6 +355,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
