@@ -6,9 +6,11 @@ Example:
     >>> model.save_pretrained("my-model")  # config.json + model.safetensors, loadable by transformers
 """
 
+from swinv2 import backends  # registers the fast paths
 from swinv2.config import Swinv2Config
-from swinv2.formats import detect_layout, load_checkpoint, save_timm
 from swinv2.io.checkpoints import CheckpointError, LoadReport
+from swinv2.io.layouts import detect_layout
+from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import (
     BackboneOutput,
     Swinv2Backbone,
@@ -43,6 +45,7 @@ __all__ = [
     "Swinv2PreTrainedModel",
     "Variant",
     "__version__",
+    "backends",
     "detect_layout",
     "get_variant",
     "list_variants",

@@ -369,15 +369,3 @@ class Swinv2Config:
     def __repr__(self) -> str:
         return f"Swinv2Config {self.to_json_string()}"
 
-
-def stage_geometry(config: Swinv2Config, stage: int) -> tuple[int, int]:
-    """(window, shift) of a stage, fixed from `config.image_size` as transformers does.
-
-    The stage's nominal grid is `patch_grid // 2**stage` (floor). A stage whose grid height is not
-    larger than `window_size` uses that height as its window and does not shift. transformers keys
-    this on the grid height only, so a non-square `image_size` gets a square window; we do the same.
-    """
-    grid_h = config.patch_grid[0] // 2**stage
-    window = max(1, min(grid_h, config.window_size))
-    shift = 0 if grid_h <= window else config.window_size // 2
-    return window, shift

@@ -10,16 +10,16 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from swinv2.config import CONFIG_NAME
 from swinv2.models import Swinv2ForImageClassification, Swinv2Model, Swinv2PreTrainedModel
-from swinv2.preprocess import PREPROCESSOR_NAME, ImageInput, Swinv2ImageProcessor
+from swinv2.preprocess import PREPROCESSOR_NAME, ImageInput, Swinv2ImageProcessor, image_list
 from swinv2.zoo import get_variant
 
-ModelSpec = Swinv2PreTrainedModel | str | os.PathLike
+ModelSpec = Swinv2PreTrainedModel | str | os.PathLike[str]
 
 
 def load_model(
@@ -41,14 +41,15 @@ def load_model(
         return model.eval().to(device) if device else model.eval(), processor
     path = Path(model)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
-        loaded = cls.from_pretrained(path, device=device)
+        loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(path, device=device))  # no output_loading_info
         if (path / PREPROCESSOR_NAME).is_file():
             return loaded, Swinv2ImageProcessor.from_pretrained(path)
         return load_model(loaded)
     try:
         variant = get_variant(str(model))
     except KeyError:
-        loaded = cls.from_pretrained(model, device=device)  # a Hub id, or a clear FileNotFoundError
+        # a Hub id, or a clear FileNotFoundError; no output_loading_info: the model alone
+        loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(model, device=device))
         return loaded, Swinv2ImageProcessor.from_pretrained(model)
     if not random_weights:
         raise ValueError(
@@ -93,7 +94,7 @@ def classify(
         >>> classify(["cat.jpg"], "path/to/model", top_k=3)
         [[{'label': 'tabby', 'score': 0.81}, ...]]
     """
-    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    batch = image_list(images)
     net, default_processor = load_model(
         model, Swinv2ForImageClassification, random_weights=random_weights, device=device
     )
@@ -133,10 +134,10 @@ def extract_features(
         `{"pooled": (N, C)}` when `pooled`, plus `{stage: (N, C_i, H_i, W_i)}` for each name in
         `stages` (`stem`, `stage1`, ...: each stage's output before its patch merging, no final norm).
     """
-    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    batch = image_list(images)
     net, default_processor = load_model(model, Swinv2Model, random_weights=random_weights, device=device)
     processor = processor or default_processor
-    encoder = net if isinstance(net, Swinv2Model) else net.swinv2  # type: ignore[attr-defined]
+    encoder = net if isinstance(net, Swinv2Model) else cast(Swinv2Model, net.swinv2)  # a head model's encoder
     names = list(stages or [])
     unknown = [s for s in names if s not in encoder.config.stage_names]
     if unknown:
@@ -148,7 +149,8 @@ def extract_features(
             if pooled:
                 collected["pooled"].append(encoder(pixel_values).pooler_output.float().cpu())
             if names:
-                _, maps = encoder.encode(pixel_values).hidden_states(before_merge=True)
+                trace = encoder.encoder(*encoder.embeddings(pixel_values))
+                _, maps = trace.hidden_states(before_merge=True)
                 for name in names:
                     collected[name].append(maps[encoder.config.stage_names.index(name)].float().cpu())
     return {key: torch.cat(parts) for key, parts in collected.items()}

@@ -14,7 +14,7 @@ import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,14 +28,21 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 # PIL's resampling codes, as transformers stores them, and the matching interpolate modes
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
+
+
+def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """A list or tuple of images as a list; anything else (a path string included) as one image."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [cast(ImageInput, images)]  # not a list or tuple: one image, whatever other sequence it may be
 
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message names the input and the reason."""
 
 
-class PixelBatch(dict):
+class PixelBatch(dict[str, torch.Tensor]):
     """`{"pixel_values": tensor}` that, like transformers' `BatchFeature`, moves with `.to(...)`."""
 
     def to(self, *args: Any, **kwargs: Any) -> PixelBatch:
@@ -192,7 +199,7 @@ class Swinv2ImageProcessor:
         """Process one image or a list: returns `{"pixel_values": (B, 3, H, W) float32}`."""
         if return_tensors not in (None, "pt"):
             raise ValueError(f"only PyTorch tensors are returned (return_tensors='pt'); got {return_tensors!r}")
-        batch = list(images) if isinstance(images, (list, tuple)) else [images]
+        batch = image_list(images)
         if not batch:
             raise ImageError("no images given")
         height, width = self.size["height"], self.size["width"]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from swinv2.config import stage_geometry
-from swinv2.layers import interpolate_grid_table
+import torch
+
+from swinv2.layers.position import interpolate_grid_table
 from swinv2.models.base import Swinv2PreTrainedModel
+from swinv2.models.swinv2 import stage_windows
 
 ModelT = TypeVar("ModelT", bound=Swinv2PreTrainedModel)
 
@@ -33,13 +35,14 @@ def rewindow(model: ModelT, *, image_size: int | tuple[int, int], window_size: i
     """
     source = model.config
     trained_windows = tuple(
-        source.pretrained_window_sizes[i] or stage_geometry(source, i)[0] for i in range(source.num_layers)
+        source.pretrained_window_sizes[i] or stage_windows(source, i)[0] for i in range(source.num_layers)
     )
     config = source.replace(image_size=image_size, window_size=window_size, pretrained_window_sizes=trained_windows)
     target = model.with_config(config)
     state = model.state_dict()
-    table_key = model.encoder_prefix + "absolute_pos_embed"
-    if table_key in state:
-        state[table_key] = interpolate_grid_table(state[table_key], source.patch_grid, config.patch_grid)
+    for key in [k for k in state if k.endswith("embeddings.position_embeddings")]:
+        table = state[key]  # (1, 1 + L, C): transformers' unused leading row, then the patches' rows
+        patches = interpolate_grid_table(table[:, 1:], source.patch_grid, config.patch_grid)  # (1, L', C)
+        state[key] = torch.cat([table[:, :1], patches], dim=1)  # (1, 1 + L', C)
     target.load_state_dict(state, strict=True)
     return target.to(device=model.device, dtype=model.dtype).train(model.training)

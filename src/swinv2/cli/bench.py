@@ -13,6 +13,7 @@ and named in the result.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -25,14 +26,15 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from swinv2 import triton_attention
-from swinv2.convert import to_timm
-from swinv2.kernels import cpu_has_bf16_units
+from swinv2.backends import triton_attention
+from swinv2.backends.packed_linear import cpu_has_bf16_units
+from swinv2.cli.common import CommandError, variant_name
+from swinv2.io.keymaps import TIMM, from_transformers
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.zoo import get_variant
 
@@ -145,9 +147,10 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    implementation = getattr(getattr(model, "config", None), "attn_implementation", None)
+    implementation: str | None = getattr(getattr(model, "config", None), "attn_implementation", None)
+    # a model whose config has attn_implementation (ours) switches it with `set_attn_implementation(name)`
     if implementation is not None:
-        model.set_attn_implementation("eager")
+        cast(Callable[[str], None], model.set_attn_implementation)("eager")
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad():
@@ -156,7 +159,7 @@ def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
                 model(pixel_values)
     finally:
         if implementation is not None:
-            model.set_attn_implementation(implementation)
+            cast(Callable[[str], None], model.set_attn_implementation)(implementation)
     return counter.get_total_flops()
 
 
@@ -205,8 +208,7 @@ def profile_op_classes(step: Callable[[], None], device: torch.device | None = N
     classed by name (`gpu_kernel_class`). The profiler adds a little time to every op; the split, not
     the sum, is the point.
     """
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import DeviceType, ProfilerActivity, profile
 
     on_gpu = device is not None and device.type == "cuda"
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
@@ -280,6 +282,7 @@ def build_model(
         ImportError: the peer library is not installed.
     """
     config = get_variant(variant).config(drop_path_rate=0.0)
+    model: torch.nn.Module
     if implementation == "swinv2":
         model = Swinv2ForImageClassification(config)
         if weights_from is not None:
@@ -291,13 +294,13 @@ def build_model(
         data = {k: v for k, v in config.to_dict().items() if k not in ("hidden_size", "num_layers", "stage_names")}
         model = transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**data))
         if weights_from is not None:
-            model.load_state_dict(weights_from.hf_state_dict())
+            model.load_state_dict(weights_from.state_dict())
         return model
     import timm
 
     model = timm.create_model(get_variant(variant).timm_name, pretrained=False, drop_path_rate=0.0)
     if weights_from is not None:
-        model.load_state_dict(to_timm(weights_from.state_dict()))
+        model.load_state_dict(from_transformers(weights_from.state_dict(), TIMM).tensors)
     return model
 
 
@@ -305,12 +308,13 @@ def build_models(variant: str, device: torch.device) -> tuple[dict[str, torch.nn
     """Ours, each installed peer and, on CUDA with Triton, ours with the fused kernel; all with the same
     (random) weights of `variant`."""
     torch.manual_seed(0)
-    ours = build_model("swinv2", variant)
+    ours = cast(Swinv2ForImageClassification, build_model("swinv2", variant))
     models: dict[str, torch.nn.Module] = {"swinv2": ours}
     skipped = []
     if device.type == "cuda" and triton_attention.available(torch.empty(0, device=device)):
-        models[TRITON] = copy.deepcopy(ours)
-        models[TRITON].set_attn_implementation("triton")
+        fused = copy.deepcopy(ours)
+        fused.set_attn_implementation("triton")
+        models[TRITON] = fused
     for name in PEERS:
         try:
             models[name] = build_model(name, variant, weights_from=ours)
@@ -579,3 +583,32 @@ def write_report(report: Report, directory: str | Path, stem: str) -> tuple[Path
     json_path.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     md_path.write_text(to_markdown(report), encoding="utf-8")
     return json_path, md_path
+
+
+# ------------------------------------------------------------------------------- command
+def bench_command(args: argparse.Namespace) -> str:
+    """Run the benchmark against the installed peers; print (and optionally save) the table."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {args.device}: no CUDA device here")
+    report = run(args.variant, rounds=args.rounds, device=args.device, threads=args.threads)
+    if args.out:
+        json_path, md_path = write_report(report, args.out, args.device.split(":")[0])
+        return to_markdown(report) + f"\nwrote {json_path} and {md_path}"
+    return to_markdown(report)
+
+
+def register(commands: Any) -> None:
+    """Add `bench` to the `swinv2` subcommands."""
+    speed = commands.add_parser(
+        "bench",
+        help="measure speed and memory against transformers and timm",
+        description="Side-by-side benchmark on the same weights, interleaved rounds. CPU: inference at "
+        "batch 1 and 8 (fp32, bf16 autocast) and a training step at batch 8. CUDA: bf16 inference at "
+        "batch 256, eager and compiled, and a training step at batch 128.",
+    )
+    speed.add_argument("--variant", type=variant_name, default="swinv2-tiny-patch4-window8-256", metavar="NAME")
+    speed.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
+    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    speed.add_argument("--out", metavar="DIR", help="also write <device>.json and <device>.md into DIR")
+    speed.set_defaults(run=bench_command)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+def atomic_write(target: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
     """Call `write(tmp_path)` on a temporary file beside `target`, then rename it over `target`.
 
     A crash or an exception in `write` leaves `target` as it was (or absent), never half-written.

@@ -1,32 +1,30 @@
-"""`Swinv2PreTrainedModel`: what every Swin V2 model class shares, chiefly loading and saving.
+"""`Swinv2PreTrainedModel`: what every model class shares: its config, loading, saving, caches.
 
-On disk a model is a transformers directory: `config.json` + `model.safetensors` with transformers'
-parameter names, so either library reads what the other writes.
+Format-neutral: a model's parameter names are transformers', so a transformers directory
+(`config.json` + `model.safetensors`) loads with no renaming, and either library reads what the other
+writes. Other layouts are renamed in `swinv2.io.keymaps` before they reach a model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from swinv2 import kernels
 from swinv2.config import Swinv2Config
-from swinv2.convert import encoder_from_hf, encoder_to_hf, hf_encoder_name
 from swinv2.io.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
 from swinv2.io.hub import resolve_model_dir
+from swinv2.io.keymaps import HEAD_MODULES, is_transformers_encoder_key
+from swinv2.models.registry import get_backend, release_caches
 
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound="Swinv2PreTrainedModel")
-
-_HEAD_PREFIX = "swinv2."  # where transformers' head models keep the encoder
-_HEAD_MODULES = ("classifier.", "decoder.")
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -51,18 +49,20 @@ def _resolve_dtype(dtype: str | torch.dtype | None, config: Swinv2Config) -> tor
 class Swinv2PreTrainedModel(nn.Module):
     """Base of the Swin V2 models: holds the config, loads and saves transformers-format directories.
 
-    Subclasses set `encoder_prefix` (where our encoder lives in the state dict) and
-    `hf_encoder_prefix` (where transformers' class of the same name keeps it).
+    Class attributes:
+        config_class: The config type the class is built from.
+        base_model_prefix: Where head models keep their encoder in the state dict.
+        main_input_name: The forward argument that carries the images.
     """
 
+    config_class: type[Swinv2Config] = Swinv2Config
+    base_model_prefix = "swinv2"
     main_input_name = "pixel_values"
-    encoder_prefix = "swinv2."
-    hf_encoder_prefix = "swinv2."
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__()
-        if not isinstance(config, Swinv2Config):
-            raise TypeError(f"config must be a Swinv2Config; got {type(config).__name__}")
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
         self.config = config
 
     @property
@@ -80,44 +80,45 @@ class Swinv2PreTrainedModel(nn.Module):
         return type(self)(config)
 
     def set_attn_implementation(self, name: str) -> None:
-        """Choose the attention implementation: "auto", "sdpa" (fused) or "eager" (explicit scores).
+        """Choose the attention implementation: "auto", "sdpa" (fused), "eager" (the reference) or "triton".
 
         The model gets its own config copy, so other models built from the same config are unaffected.
         """
         config = self.config.replace(attn_implementation=name)  # validates the name
+        get_backend(name)  # and that it is registered
         for module in self.modules():
             if isinstance(module, Swinv2PreTrainedModel):
                 module.config = config
             elif hasattr(module, "implementation"):
-                module.implementation = name
+                setattr(module, "implementation", name)  # noqa: B010 (any module with the attribute)
 
     def train(self: ModelT, mode: bool = True) -> ModelT:
-        """`nn.Module.train`; entering training mode also gives back the packed inference weights
-        (`swinv2.kernels`), which training would only leave behind, stale."""
+        """`nn.Module.train`; entering training mode also gives back the backends' packed inference
+        weights, which training would only leave behind, stale."""
         if mode:
-            kernels.forget_packed(self.parameters())
+            release_caches(self.parameters())
         return super().train(mode)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """`nn.Module.load_state_dict`, after giving back the packed weights: their weak references would
         block `torch.utils.swap_tensors` (used when `torch.__future__` asks loads to swap parameters)."""
-        kernels.forget_packed(self.parameters())
+        release_caches(self.parameters())
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
         # `.to()`, `.cuda()`, `.half()`...: give the packs back, with the memory they hold and the weak
         # references that would block swapping the parameters
-        kernels.forget_packed(self.parameters())
+        release_caches(self.parameters())
         return super()._apply(fn, recurse)
 
     def clear_caches(self) -> None:
         """Forget all cached inference terms and packed weights: needed after writes to the parameters that
-        PyTorch cannot see (through `.data`, numpy or DLPack); it also gives back the packed weights'
-        memory (see `swinv2.kernels`)."""
+        PyTorch cannot see (through `.data`, numpy or DLPack); it also gives back the packed weights' memory."""
         for module in self.modules():
-            if hasattr(module, "clear_cache"):
-                module.clear_cache()
-        kernels.forget_packed(self.parameters())
+            clear = getattr(module, "clear_cache", None)
+            if callable(clear):
+                clear()
+        release_caches(self.parameters())
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
@@ -130,67 +131,59 @@ class Swinv2PreTrainedModel(nn.Module):
     def _set_gradient_checkpointing(self, enabled: bool) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
-                module.gradient_checkpointing = enabled
+                setattr(module, "gradient_checkpointing", enabled)  # noqa: B010 (any module with the attribute)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (optionally only those with requires_grad)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    # ------------------------------------------------------------------------ transformers format
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """This model's tensors under transformers' names for the same class."""
-        return self.to_hf_names(self.state_dict())
-
-    def to_hf_names(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Rename tensors keyed by this model's parameter names (weights, gradients, ...) to transformers'."""
-        encoder = {
-            k.removeprefix(self.encoder_prefix): v for k, v in tensors.items() if k.startswith(self.encoder_prefix)
-        }
-        converted = encoder_to_hf(encoder)
-        if converted.unmatched:
-            raise KeyError(f"no transformers name for {converted.unmatched}")
-        out = {self.hf_encoder_prefix + k: v for k, v in converted.tensors.items()}
-        out.update({k: v for k, v in tensors.items() if not k.startswith(self.encoder_prefix)})
-        return out
-
+    # ------------------------------------------------------------------------------ loading
     def load_hf_state_dict(
         self,
-        state: dict[str, torch.Tensor],
+        state: Mapping[str, torch.Tensor],
         *,
         source: str = "state dict",
         strict: bool = True,
         ignore_mismatched_sizes: bool = False,
+        context: str = "",
+        unexpected: Sequence[str] = (),
     ) -> LoadReport:
         """Load transformers-named tensors of any Swinv2 class (base, head or backbone).
 
-        An encoder saved by another class loads too: a classification checkpoint into a
-        `Swinv2Backbone`, say. Weights of heads this class does not have are reported as `unused`.
+        An encoder saved by another class loads too (a classification checkpoint into a
+        `Swinv2Backbone`, a base model into a classifier): the `swinv2.` prefix is added or removed as
+        this class needs. Known Swin V2 weights this class has no place for (another head's, a final
+        norm a backbone lacks) are reported as `unused`; names no Swin V2 model has as `unexpected`.
+
+        Args:
+            state: The tensors.
+            source: Where they came from, for messages.
+            strict: Raise one `CheckpointError` listing every missing, unexpected and wrong-shaped key.
+            ignore_mismatched_sizes: Leave wrong-shaped tensors freshly initialised (a new head).
+            context: A note for messages (the layout and variant a file was read as).
+            unexpected: Keys a conversion already found no name for.
         """
-        checkpoint_prefix = _HEAD_PREFIX if any(k.startswith(_HEAD_PREFIX) for k in state) else ""
-        encoder_state, heads, file_names = {}, {}, {}
-        for key, tensor in state.items():
-            if key.startswith(_HEAD_MODULES):
-                heads[key] = tensor
-            else:
-                relative = key.removeprefix(checkpoint_prefix)
-                encoder_state[relative] = tensor
-                file_names[relative] = key
-        converted = encoder_from_hf(encoder_state, num_patches=self.config.patch_grid[0] * self.config.patch_grid[1])
-        own_keys = set(self.state_dict())
-        report = LoadReport(unexpected=[file_names[k] for k in converted.unmatched])
+        own = self.state_dict()
+        prefix = self.base_model_prefix + "."
+        own_prefixed = any(k.startswith(prefix) for k in own)
+        file_prefixed = any(k.startswith(prefix) for k in state)
+        report = LoadReport(unexpected=list(unexpected))
         mapped: dict[str, torch.Tensor] = {}
-        for relative, tensor in converted.tensors.items():
-            if self.encoder_prefix + relative in own_keys:
-                mapped[self.encoder_prefix + relative] = tensor
-            else:  # another class's part of the encoder (a final norm, a mask token), named as in the file
-                report.unused.append(checkpoint_prefix + (hf_encoder_name(relative) or relative))
-        for key, tensor in heads.items():
-            if key in own_keys:
-                mapped[key] = tensor
+        for key, tensor in state.items():
+            target = key
+            if not key.startswith(HEAD_MODULES):
+                relative = key.removeprefix(prefix) if file_prefixed else key
+                if not is_transformers_encoder_key(relative):
+                    report.unexpected.append(key)
+                    continue
+                target = prefix + relative if own_prefixed else relative
+            if target in own:
+                mapped[target] = tensor
             else:
                 report.unused.append(key)
         if report.unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
+        release_caches(self.parameters())
         return load_into_model(
             self,
             mapped,
@@ -198,21 +191,16 @@ class Swinv2PreTrainedModel(nn.Module):
             strict=strict,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
             report=report,
-            display_names=self.hf_name,
+            context=context,
         )
 
-    def hf_name(self, key: str) -> str:
-        """transformers' name(s) for one of this model's state-dict keys ("a | b | c" for the fused qkv)."""
-        placeholder = torch.empty(3)  # only the names matter; the qkv split needs three rows
-        return " | ".join(self.to_hf_names({key: placeholder}))
-
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `config.json` and `model.safetensors` (transformers' names) into `directory`."""
+        """Write `config.json` and `model.safetensors` into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.extra["architectures"] = [type(self).__name__]
         self.config.extra["dtype"] = str(self.dtype).removeprefix("torch.")
-        write_safetensors(directory / "model.safetensors", self.hf_state_dict())
+        write_safetensors(directory / "model.safetensors", self.state_dict())
         self.config.save_pretrained(directory)
         return directory
 
@@ -251,7 +239,7 @@ class Swinv2PreTrainedModel(nn.Module):
         """
         directory = resolve_model_dir(name_or_path)
         if config is None:
-            config = Swinv2Config.from_pretrained(directory)
+            config = cls.config_class.from_pretrained(directory)
         if config_overrides:
             config = config.replace(**config_overrides)
         model = cls(config)

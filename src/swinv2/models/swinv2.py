@@ -3,46 +3,48 @@
 References:
     Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022 (arXiv 2111.09883):
     the three V2 techniques are residual post-norm (`Swinv2Block.forward`), scaled cosine attention
-    (`WindowAttention.forward`) and the log-spaced continuous position bias (`WindowAttention`).
+    (`eager_attention`) and the log-spaced continuous position bias (`Swinv2SelfAttention.position_bias`).
     Xie et al., "SimMIM", CVPR 2022 (arXiv 2111.09886): `Swinv2ForMaskedImageModeling`.
 
-Behaviour matches transformers' Swinv2 (outputs, padding, config semantics); parameter names inside
-the encoder are the official Microsoft ones (`layers.i.blocks.j.attn.qkv`, `norm1`, ...), with the
-query/key/value projections fused into one `qkv` matrix. `swinv2.convert` maps them to and from
-transformers' on-disk names.
+The module tree and parameter names are transformers' (`embeddings.patch_embeddings.projection`,
+`encoder.layers.i.blocks.j.attention.self.query`, `swinv2.` in the heads), so a state dict, a PEFT
+target list or a Trainer checkpoint carries over unchanged. The arithmetic written here is the
+reference ("eager"); faster equivalents of its hot operations are registered in `swinv2.backends`
+and chosen by `config.attn_implementation` through `swinv2.models.registry`.
 
 Shape legend:
     B   batch               H, W  token grid of a stage        C   channels of a stage
     ws  window side         N     tokens per window (ws*ws)    nW  windows per image
     nH  attention heads     Dh    channels per head (C / nH)   L   tokens per image (H*W)
+    w   windows in a call (B*nW)                               Hp, Wp  grid padded to whole windows
 Public inputs are NCHW (B, C, H, W); inside, tokens are channels-last: (B, L, C) or (B, H, W, C).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from swinv2 import cosine_attention, kernels, triton_attention
-from swinv2.config import Swinv2Config, stage_geometry
-from swinv2.layers import (
-    LOGIT_SCALE_MAX,
-    DropPath,
-    Mlp,
-    WindowOrder,
-    interpolate_grid_table,
+from swinv2.config import Swinv2Config
+from swinv2.layers.activations import activation
+from swinv2.layers.drop import DropPath
+from swinv2.layers.position import interpolate_grid_table
+from swinv2.layers.weight_init import trunc_normal_, trunc_normal_init
+from swinv2.layers.windows import (
+    Grid,
+    GridWindows,
+    WindowLayout,
+    clamp_window,
     pad_bottom_right,
-    shifted_window_mask,
-    to_grid,
-    to_windows,
-    trunc_normal_,
-    trunc_normal_init,
-    window_order,
+    window_partition,
+    window_reverse,
 )
 from swinv2.models.base import Swinv2PreTrainedModel
 from swinv2.models.outputs import (
@@ -51,12 +53,14 @@ from swinv2.models.outputs import (
     Swinv2MaskedImageModelingOutput,
     Swinv2ModelOutput,
 )
+from swinv2.models.registry import Backend, get_backend, register_backend
 
-Grid = tuple[int, int]
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the V2 paper clamps the cosine-attention temperature at 100
+CPB_HIDDEN = 512  # width of the continuous position bias MLP
 _CACHED_SIZES = 4  # input sizes whose attention terms each attention keeps
 
 
-# ----------------------------------------------------------------------------------- attention
+# ------------------------------------------------------------------------- position bias
 def relative_coords_table(window: int, pretrained_window: int) -> torch.Tensor:
     """Log-spaced relative coordinates fed to the continuous position bias MLP.
 
@@ -81,52 +85,61 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[..., 0] * (2 * window - 1) + offsets[..., 1]  # (N, N)
 
 
-class WindowAttention(nn.Module):
-    """Scaled cosine attention inside windows, plus the continuous position bias.
+@dataclass(frozen=True)
+class AttentionTerms:
+    """The input-independent pieces of one attention call."""
 
-    score(q, k) = cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(cpb_mlp(coords))[pair]
+    bias: torch.Tensor  # (1 or nW, nH, N, N): 16*sigmoid(cpb) (+ shift mask), in the compute dtype
+    scale: torch.Tensor  # (nH, 1, 1): exp(min(logit_scale, log 100)), in the parameters' dtype
+    qkv_weight: torch.Tensor  # (3C, C): query, key and value weights stacked, for fused projections
+    qkv_bias: torch.Tensor | None  # (3C,): query bias, zeros (keys have none), value bias
 
-    Two implementations compute the same thing. "eager" materialises the scores and probabilities op
-    for op as transformers does (the reference, and the path that can return them). "sdpa" normalises
-    q and k straight from the projection's output, folds the temperature into q and calls
-    `scaled_dot_product_attention` with the bias (+ shift mask) as its additive mask. "auto" (the
-    default) takes SDPA in bf16/fp16 and, in fp32/fp64, where exactness is measurable (SDPA's own
-    summation order moved a parity case 1.07e-5 away), the eager scores bit for bit through one
-    autograd node with a hand-written backward (`swinv2.cosine_attention`; ~30% faster in training),
-    or op for op where attention dropout acts or only plain ops may run (`torch.compile`, `torch.func`,
-    forward-mode AD; `swinv2.kernels.plain_ops_required`). Both non-eager choices
-    run their linears through `swinv2.kernels` and, on the CPU without autograd, attend in blocks of
-    whole images' windows (`swinv2.kernels.in_row_chunks`). In inference (eval mode, no gradient
-    needed for the parameters) the input-independent terms (bias + mask, temperature, fused qkv
-    bias) are cached; see `attention_terms`. "triton" runs each attention on CUDA as one fused kernel
-    with a fused backward (`swinv2.triton_attention`: normalise, score, bias, softmax and weight the
-    values straight from the projection's output) and is "auto" where it does not apply (CPU,
-    `torch.compile`, attention dropout in training).
+
+# ----------------------------------------------------------------------------- attention
+def eager_attention(
+    module: Swinv2SelfAttention, windows: torch.Tensor, terms: AttentionTerms, need_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled cosine attention, op for op as transformers computes it:
+    softmax(cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(cpb_mlp(coords))[pair] + mask) v.
+
+    Args:
+        windows: (w, N, C), windows of whole images.
+
+    Returns:
+        (w, N, C) context and (w, nH, N, N) probabilities.
     """
+    w, N, C = windows.shape
+    nH, nW = module.num_heads, terms.bias.shape[0]
+    q = module.query(windows).view(w, N, nH, C // nH).transpose(1, 2)  # (w, nH, N, Dh)
+    k = module.key(windows).view(w, N, nH, C // nH).transpose(1, 2)  # (w, nH, N, Dh)
+    v = module.value(windows).view(w, N, nH, C // nH).transpose(1, 2)  # (w, nH, N, Dh)
+    scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (w, nH, N, N)
+    scores = scores * terms.scale.to(scores.dtype)
+    scores = scores.view(-1, nW, nH, N, N) + terms.bias  # (B, nW, nH, N, N)
+    probs = scores.view(w, nH, N, N).softmax(dim=-1)  # (w, nH, N, N)
+    context = module.dropout(probs) @ v  # (w, nH, N, Dh)
+    return context.transpose(1, 2).reshape(w, N, C), probs  # (w, N, C)
+
+
+class Swinv2SelfAttention(nn.Module):
+    """Query/key/value projections, the learned temperature and the continuous position bias of one
+    window attention; the attention itself is the backend's (`eager_attention` is the reference)."""
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: int,
-        pretrained_window: int,
-        qkv_bias: bool,
-        attn_dropout: float,
-        implementation: str = "auto",
+        self, dim: int, num_heads: int, window: int, pretrained_window: int, qkv_bias: bool, dropout: float
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.window = window
         self.pretrained_window = pretrained_window
-        self.implementation = implementation
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
-        self.attn_drop = nn.Dropout(attn_dropout)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(attn_dropout)
+        self.continuous_position_bias_mlp = nn.Sequential(
+            nn.Linear(2, CPB_HIDDEN), nn.ReLU(inplace=True), nn.Linear(CPB_HIDDEN, num_heads, bias=False)
+        )
+        self.query = nn.Linear(dim, dim, bias=qkv_bias)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
         self.register_buffer("relative_coords_table", torch.empty(0), persistent=False)
         self.register_buffer("relative_position_index", torch.empty(0, dtype=torch.long), persistent=False)
         self._cache: dict[tuple[object, ...], AttentionTerms] = {}
@@ -135,26 +148,18 @@ class WindowAttention(nn.Module):
 
     def rebuild_tables(self) -> None:
         """(Re)compute the derived coordinate tables on the parameters' device and dtype."""
-        weight = self.cpb_mlp[0].weight
+        weight = cast(nn.Linear, self.continuous_position_bias_mlp[0]).weight
         self.relative_coords_table = relative_coords_table(self.window, self.pretrained_window).to(weight)
         self.relative_position_index = relative_position_index(self.window).to(weight.device)
-        self._cache.clear()
+        self.clear_cache()
 
     def position_bias(self) -> torch.Tensor:
         """The continuous position bias, (nH, N, N), values in (0, 16)."""
         N = self.window * self.window
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)  # ((2ws-1)^2, nH)
+        table = self.continuous_position_bias_mlp(self.relative_coords_table)  # (2ws-1, 2ws-1, nH)
+        table = table.view(-1, self.num_heads)  # ((2ws-1)^2, nH)
         bias = table[self.relative_position_index.view(-1)].view(N, N, self.num_heads)  # (N, N, nH)
         return 16.0 * torch.sigmoid(bias.permute(2, 0, 1))  # (nH, N, N)
-
-    def qkv_bias(self) -> torch.Tensor | None:
-        """Bias of the fused projection: (q_bias, 0, v_bias), or None without biases."""
-        if self.q_bias is None or self.v_bias is None:
-            return None
-        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))  # (3C,)
-
-    def _input_independent_parameters(self) -> list[torch.Tensor]:
-        return [p for p in (self.logit_scale, self.q_bias, self.v_bias, *self.cpb_mlp.parameters()) if p is not None]
 
     def _compute_terms(self, mask: torch.Tensor | None, dtype: torch.dtype) -> AttentionTerms:
         with torch.autocast(self.logit_scale.device.type, enabled=False):
@@ -162,10 +167,18 @@ class WindowAttention(nn.Module):
             if mask is not None:
                 bias = bias + mask.to(bias.dtype).unsqueeze(1)  # (nW, nH, N, N)
             scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (nH, 1, 1)
-        return AttentionTerms(bias.to(dtype).contiguous(), scale, self.qkv_bias())  # contiguous: viewed per window
+        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))  # (3C, C)
+        qkv_bias = None
+        if self.query.bias is not None and self.value.bias is not None:
+            qkv_bias = torch.cat((self.query.bias, torch.zeros_like(self.value.bias), self.value.bias))  # (3C,)
+        return AttentionTerms(bias.to(dtype).contiguous(), scale, weight, qkv_bias)  # contiguous: viewed per window
 
-    def attention_terms(self, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype) -> AttentionTerms:
-        """Bias (+ mask) in `dtype`, temperature and qkv bias; cached when nothing needs their gradient.
+    def _term_parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.parameters() if p is not None]
+
+    def terms(self, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype) -> AttentionTerms:
+        """Bias (+ mask) in `dtype`, temperature and fused projection; cached when nothing needs their
+        gradient.
 
         The cache is keyed by the mask's key and `dtype`, holds a few input sizes, and is dropped
         whenever any parameter it depends on is replaced (`.to()`) or modified in place (an optimizer
@@ -174,7 +187,7 @@ class WindowAttention(nn.Module):
         is bypassed in training mode, when gradients flow to the parameters, and under
         `torch.compile` (which traces the plain computation).
         """
-        params = self._input_independent_parameters()
+        params = self._term_parameters()
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         if self.training or needs_grad or torch.compiler.is_compiling():
             return self._compute_terms(mask, dtype)
@@ -195,176 +208,222 @@ class WindowAttention(nn.Module):
         self._cache.clear()
         self._cache_owner = ()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        need_weights: bool = False,
-        mask_key: object = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend within each window.
 
-        Args:
-            x: (B*nW, N, C) window tokens.
-            mask: (nW, N, N) additive shift mask, or None.
-            need_weights: also return the attention probabilities (uses the eager path).
-            mask_key: a hashable that identifies `mask` (its padded grid and device) for the cache.
+class Swinv2SelfOutput(nn.Module):
+    """The attention's output projection and its dropout."""
 
-        Returns:
-            (B*nW, N, C) and, if asked, (B*nW, nH, N, N) probabilities.
-        """
-        _, N, C = x.shape
-        device = x.device.type
-        compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        terms = self.attention_terms(mask, mask_key, compute_dtype)
-        if need_weights or self.implementation == "eager":
-            out, probs = self._explicit_attention(x, terms)
-            return self.proj_drop(self.proj(out)), (probs if need_weights else None)
-        if self.implementation == "triton" and self._triton_applies(x, compute_dtype):
-            qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (B*nW, N, 3C)
-            out = triton_attention.window_attention(qkv, terms.bias, terms.scale, self.num_heads)  # (B*nW, N, C)
-            return self.proj_drop(self.proj(out)), None
-        sdpa = self.implementation == "sdpa" or compute_dtype in (torch.float16, torch.bfloat16)
-        # the one-node cosine attention, except where attention dropout acts or plain ops are required
-        one_node = not ((self.training and self.attn_drop.p > 0) or kernels.plain_ops_required(x))
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
 
-        def attend(windows: torch.Tensor, _: int) -> torch.Tensor:  # windows of whole images
-            if sdpa:
-                out = self._sdpa_attention(windows, terms)
-            elif one_node:
-                # the (w, N, 3C) projection is passed on, not kept: in inference the attention lets it
-                # go once q, k and v are read
-                out = cosine_attention.window_attention(
-                    kernels.linear(windows, self.qkv.weight, terms.qkv_bias), terms.bias, terms.scale, self.num_heads
-                )  # (w, N, C)
-            else:
-                out = self._explicit_attention(windows, terms)[0]
-            return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
-
-        bytes_per_window = 4 * N * (4 * C + 3 * self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
-        return kernels.in_row_chunks(attend, x, bytes_per_window, align=terms.bias.shape[0]), None
-
-    def _triton_applies(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
-        """The fused kernels run where Triton can (CUDA), outside `torch.compile`, without attention
-        dropout, for the dtypes and head sizes they take."""
-        dropout = self.training and self.attn_drop.p > 0
-        kernels_take_it = triton_attention.supports(dtype, x.shape[-1] // self.num_heads)
-        return kernels_take_it and not (dropout or torch.compiler.is_compiling()) and triton_attention.available(x)
-
-    def _explicit_attention(self, x: torch.Tensor, terms: AttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores and probabilities materialised, op for op as transformers computes them.
-
-        Args:
-            x: (w, N, C) windows of whole images (w a multiple of the bias's nW).
-
-        Returns:
-            (w, N, C) attended values before the output projection, and (w, nH, N, N) probabilities.
-        """
-        B_, N, C = x.shape
-        nH, Dh, nW = self.num_heads, C // self.num_heads, terms.bias.shape[0]
-        qkv = F.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
-        qkv = qkv.view(B_, N, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, w, nH, N, Dh)
-        q, k, v = qkv.contiguous().unbind(0)  # each (w, nH, N, Dh), batch-contiguous for the matmuls
-        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (w, nH, N, N)
-        scores = scores * terms.scale.to(scores.dtype)
-        scores = scores.view(-1, nW, nH, N, N) + terms.bias  # (w/nW, nW, nH, N, N)
-        probs = scores.view(-1, nH, N, N).softmax(dim=-1)  # (w, nH, N, N)
-        out = self.attn_drop(probs) @ v  # (w, nH, N, Dh)
-        return out.transpose(1, 2).reshape(B_, N, C), probs  # (w, N, C)
-
-    def _sdpa_attention(self, x: torch.Tensor, terms: AttentionTerms) -> torch.Tensor:
-        """`scaled_dot_product_attention` on windows of whole images: (w, N, C) -> (w, N, C) before the
-        output projection."""
-        B_, N, C = x.shape
-        nH, Dh, nW = self.num_heads, C // self.num_heads, terms.bias.shape[0]
-        qkv = kernels.linear(x, self.qkv.weight, terms.qkv_bias)  # (w, N, 3C)
-        q, k, v = qkv.view(B_, N, 3, nH, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (w, nH, N, Dh) strided views
-        q, k = q.float(), k.float()  # no-ops in fp32; 16-bit q and k are normalised in fp32
-        q = q * (terms.scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(cosine_attention.NORM_EPS))
-        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(cosine_attention.NORM_EPS)
-        # Windows join the head dimension, so that each window's bias (+ mask) broadcasts over the
-        # images instead of being copied once per image (an (w, nH, N, N) tensor, the size of the scores).
-        images = B_ // nW
-        q, k, v = (t.to(v.dtype).reshape(images, nW * nH, N, Dh) for t in (q, k, v))  # (images, nW*nH, N, Dh)
-        bias = terms.bias.view(1, nW * nH, N, N)
-        dropout = self.attn_drop.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=1.0)  # like q
-        return out.view(B_, nH, N, Dh).transpose(1, 2).reshape(B_, N, C)  # (w, N, C)
+    def forward(self, context: torch.Tensor, linear: Callable[..., torch.Tensor] = F.linear) -> torch.Tensor:
+        return self.dropout(linear(context, self.dense.weight, self.dense.bias))
 
 
-@dataclass(frozen=True)
-class AttentionTerms:
-    """The input-independent pieces of one attention call."""
-
-    bias: torch.Tensor  # (1 or nW, nH, N, N): 16*sigmoid(cpb) (+ shift mask), in the compute dtype
-    scale: torch.Tensor  # (nH, 1, 1): exp(min(logit_scale, log 100)), in the parameters' dtype
-    qkv_bias: torch.Tensor | None  # (3C,): q_bias, zeros, v_bias
-
-
-# --------------------------------------------------------------------------------------- block
-class Swinv2Block(nn.Module):
-    """(Shifted-)window attention and MLP, each with a residual post-norm: x + norm(f(x))."""
+class Swinv2Attention(nn.Module):
+    """Window attention (`self`) followed by the output projection (`output`), on windows of whole images."""
 
     def __init__(
         self,
-        config: Swinv2Config,
         dim: int,
         num_heads: int,
         window: int,
-        shift: int,
         pretrained_window: int,
-        drop_path: float,
+        qkv_bias: bool,
+        dropout: float,
+        implementation: str,
+    ) -> None:
+        super().__init__()
+        self.implementation = implementation
+        self.self = Swinv2SelfAttention(dim, num_heads, window, pretrained_window, qkv_bias, dropout)
+        self.output = Swinv2SelfOutput(dim, dropout)
+
+    def forward(
+        self, windows: torch.Tensor, mask: torch.Tensor | None, need_weights: bool = False, mask_key: object = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: windows (w, N, C); mask (nW, N, N) or None; `mask_key` identifies the mask for the terms cache.
+
+        Returns (w, N, C) and, if asked, the (w, nH, N, N) probabilities.
+        """
+        backend = get_backend(self.implementation)
+        device = windows.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else windows.dtype
+        terms = self.self.terms(mask, mask_key, dtype)
+
+        def attend(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            context, probs = backend.attention(self.self, rows, terms, need_weights)  # (w, N, C)
+            return self.output(context, backend.linear), probs
+
+        if need_weights:
+            return attend(windows)
+        _, N, C = windows.shape
+        bytes_per_window = 4 * N * (4 * C + 3 * self.self.num_heads * N)  # qkv, q, k, out; scores, probs, bias
+        out = backend.row_blocks(lambda rows: attend(rows)[0], windows, bytes_per_window, terms.bias.shape[0])
+        return out, None
+
+
+# ------------------------------------------------------------------------------------ MLP
+class Swinv2Intermediate(nn.Module):
+    """The MLP's expansion: dense to `mlp_ratio` x width, then the activation."""
+
+    def __init__(self, dim: int, hidden: int, act: str) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dim, hidden)
+        self.act_name = act
+        self.intermediate_act_fn = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class Swinv2Output(nn.Module):
+    """The MLP's projection back to the block width, and its dropout."""
+
+    def __init__(self, hidden: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(x))
+
+
+def eager_mlp(block: Swinv2Block, x: torch.Tensor) -> torch.Tensor:
+    """dropout(dense(act(dense(x)))): (..., C) -> (..., C)."""
+    return block.output(block.intermediate(x))
+
+
+def eager_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False
+) -> torch.Tensor:
+    """`F.linear`, then the exact GELU when `gelu`."""
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if gelu else out
+
+
+def whole(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bytes_per_row: int, align: int) -> torch.Tensor:
+    """`fn(x)` in one call (the eager backend computes no row blocks)."""
+    return fn(x)
+
+
+EAGER = register_backend(Backend("eager", eager_attention, eager_linear, eager_mlp, whole))
+
+
+# ---------------------------------------------------------------------------------- block
+@dataclass(frozen=True)
+class BlockOptions:
+    """What every block of a model shares (the per-block shape is given to `Swinv2Block` itself)."""
+
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.0  # after the MLP
+    attention_dropout: float = 0.0  # on the probabilities and after the output projection
+    implementation: str = "auto"  # the registered backend (`swinv2.models.registry`)
+
+    @classmethod
+    def from_config(cls, config: Swinv2Config) -> BlockOptions:
+        return cls(
+            mlp_ratio=config.mlp_ratio,
+            qkv_bias=config.qkv_bias,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            hidden_dropout=config.hidden_dropout_prob,
+            attention_dropout=config.attention_probs_dropout_prob,
+            implementation=config.attn_implementation,
+        )
+
+
+class Swinv2Block(nn.Module):
+    """(Shifted-)window attention and MLP, each with a residual post-norm: x + norm(f(x)).
+
+    Args:
+        dim: Channels C.
+        num_heads: nH.
+        window: Window side ws.
+        shift: Cyclic shift of this block's windows (0: plain windows).
+        pretrained_window: Window the position bias was trained with (0: `window`).
+        drop_path: Stochastic depth rate of both residual branches.
+        options: What the model's blocks share.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int = 0,
+        pretrained_window: int = 0,
+        drop_path: float = 0.0,
+        options: BlockOptions = BlockOptions(),
     ) -> None:
         super().__init__()
         self.window = window
         self.shift = shift
-        self.attn = WindowAttention(
+        self.implementation = options.implementation
+        self.attention = Swinv2Attention(
             dim,
             num_heads,
             window,
             pretrained_window,
-            config.qkv_bias,
-            config.attention_probs_dropout_prob,
-            config.attn_implementation,
+            options.qkv_bias,
+            options.attention_dropout,
+            options.implementation,
         )
-        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.layernorm_before = nn.LayerNorm(dim, eps=options.layer_norm_eps)
         self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(
-            dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob, config.attn_implementation
-        )
-        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        hidden = int(dim * options.mlp_ratio)
+        self.intermediate = Swinv2Intermediate(dim, hidden, options.hidden_act)
+        self.output = Swinv2Output(hidden, dim, options.hidden_dropout)
+        self.layernorm_after = nn.LayerNorm(dim, eps=options.layer_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, layout: WindowLayout, need_weights: bool = False
+        self, hidden: torch.Tensor, layout: GridWindows, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Args: x (B, L, C) and the stage's `WindowLayout` for its grid.
+        """Args: hidden (B, L, C) on `layout.grid`.
 
-        Returns (B, L, C) and, if asked, the attention probabilities.
+        Returns (B, L, C) and, if asked, the attention probabilities (B*nW, nH, N, N).
         """
-        B, L, C = x.shape
-        order = layout.shifted if self.shift else layout.plain
-        assert order is not None  # a stage has a shifted order whenever it has a shifted block
-        windows = to_windows(x, order).view(-1, self.window * self.window, C)  # (B*nW, N, C): padded, rolled
-        if self.shift:
-            windows, probs = self.attn(windows, layout.mask, need_weights, layout.mask_key)
+        B, L, C = hidden.shape
+        (H, W), ws, shift = layout.grid, self.window, self.shift
+        backend = get_backend(self.implementation)
+        moves = backend.window_moves
+        if moves is None:
+            x = pad_bottom_right(hidden.view(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
+            if shift:
+                x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            windows = window_partition(x, ws)  # (B*nW, N, C)
+        else:  # the same permutation as one gather
+            windows = moves.partition(hidden, layout, shift)  # (B*nW, N, C)
+        mask, mask_key = (layout.mask, layout.key) if shift else (None, None)
+        attended, probs = self.attention(windows, mask, need_weights, mask_key)
+        if moves is None:
+            x = window_reverse(attended, ws, layout.padded)  # (B, Hp, Wp, C)
+            if shift:
+                x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+            attended = x[:, :H, :W].reshape(B, L, C)  # (B, L, C)
         else:
-            windows, probs = self.attn(windows, None, need_weights)
-        attended = to_grid(windows.view(B, -1, C), order)  # (B, L, C): rolled back, padding dropped
-        x = x + self.drop_path(self.norm1(attended))
-        if self.training or self.mlp.implementation == "eager":
-            return x + self.drop_path(self.norm2(self.mlp(x))), probs
-        hidden_bytes = 4 * self.mlp.fc1.out_features  # in eval mode drop path is the identity
-        x = kernels.in_row_chunks(lambda rows, _: rows + self.norm2(self.mlp(rows)), x.view(B * L, C), hidden_bytes)
-        return x.view(B, L, C), probs
+            attended = moves.reverse(attended, layout, shift)  # (B, L, C)
+        hidden = hidden + self.drop_path(self.layernorm_before(attended))
+
+        def mlp_residual(rows: torch.Tensor) -> torch.Tensor:
+            return rows + self.drop_path(self.layernorm_after(backend.mlp(self, rows)))
+
+        if self.training:  # drop path draws per image: no row blocks
+            return mlp_residual(hidden), probs
+        hidden_bytes = 4 * self.intermediate.dense.out_features
+        return backend.row_blocks(mlp_residual, hidden.view(B * L, C), hidden_bytes, 1).view(B, L, C), probs
 
 
-class PatchMerging(nn.Module):
+class Swinv2PatchMerging(nn.Module):
     """2x2 neighbourhoods -> one token: concat (4C), reduce to 2C, then norm (the V2 order)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, layer_norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(2 * dim)
+        self.norm = nn.LayerNorm(2 * dim, eps=layer_norm_eps)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, Grid]:
         """Args: x (B, L, C), grid (H, W). Returns (B, ceil(H/2)*ceil(W/2), 2C) and its grid."""
@@ -380,47 +439,35 @@ class PatchMerging(nn.Module):
 
 
 class Swinv2Stage(nn.Module):
-    """Blocks alternating plain and shifted windows, then (except the last stage) patch merging."""
+    """Blocks alternating plain and shifted windows on one `WindowLayout`, then (optionally) patch merging.
 
-    def __init__(self, config: Swinv2Config, index: int, drop_paths: list[float]) -> None:
+    Args:
+        dim, num_heads, window, pretrained_window: As for `Swinv2Block`.
+        shift: The shifted blocks' roll (odd blocks shift; 0: none does).
+        drop_paths: Stochastic depth rate of each block (their count is the stage's depth).
+        options: What the model's blocks share.
+        downsample: End with `Swinv2PatchMerging`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int,
+        pretrained_window: int,
+        drop_paths: Sequence[float],
+        options: BlockOptions,
+        downsample: bool,
+    ) -> None:
         super().__init__()
-        dim = config.embed_dim * 2**index
-        window, shift = stage_geometry(config, index)
-        self.window = window
-        self.shift = shift
+        self.windows = WindowLayout(window, shift if len(drop_paths) > 1 else 0)
         self.blocks = nn.ModuleList(
-            Swinv2Block(
-                config,
-                dim,
-                config.num_heads[index],
-                window,
-                shift if j % 2 else 0,
-                config.pretrained_window_sizes[index],
-                drop_paths[j],
-            )
-            for j in range(config.depths[index])
+            Swinv2Block(dim, num_heads, window, shift if j % 2 else 0, pretrained_window, rate, options)
+            for j, rate in enumerate(drop_paths)
         )
-        self.downsample = PatchMerging(dim) if index < config.num_layers - 1 else None
+        self.downsample = Swinv2PatchMerging(dim, options.layer_norm_eps) if downsample else None
         self.gradient_checkpointing = False
-        self._layouts: dict[tuple[Grid, torch.device], WindowLayout] = {}
-
-    def layout(self, grid: Grid, device: torch.device) -> WindowLayout:
-        """The window orders and shift mask of `grid`, cached for the last grid seen (rebuilt under compile)."""
-        if torch.compiler.is_compiling():
-            return self._build_layout(grid, device)
-        key = (grid, device)
-        if key not in self._layouts:
-            with torch.inference_mode(False):  # plain tensors, reusable outside inference mode
-                self._layouts = {key: self._build_layout(grid, device)}  # inputs of one size are the usual case
-        return self._layouts[key]
-
-    def _build_layout(self, grid: Grid, device: torch.device) -> WindowLayout:
-        plain = window_order(grid, self.window, 0, device)
-        if not (self.shift and len(self.blocks) > 1):
-            return WindowLayout(plain, None, None, None)
-        padded = (-(-grid[0] // self.window) * self.window, -(-grid[1] // self.window) * self.window)
-        mask = shifted_window_mask(padded, self.window, self.shift, device=device, dtype=torch.float32)
-        return WindowLayout(plain, window_order(grid, self.window, self.shift, device), mask, (padded, device))
 
     def forward(
         self, x: torch.Tensor, grid: Grid, need_weights: bool = False
@@ -432,7 +479,7 @@ class Swinv2Stage(nn.Module):
             and, if asked, the last block's attention probabilities (B*nW, nH, N, N), which is what
             transformers reports per stage.
         """
-        layout = self.layout(grid, x.device)
+        layout = self.windows.for_grid(grid, x.device)
         probs = None
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -445,25 +492,20 @@ class Swinv2Stage(nn.Module):
         return x, merged, merged_grid, probs
 
 
-@dataclass(frozen=True)
-class WindowLayout:
-    """What a stage's blocks need for one input grid, independent of the input itself."""
-
-    plain: WindowOrder  # token order of the unshifted windows
-    shifted: WindowOrder | None  # of the shifted windows (None when the stage has no shifted block)
-    mask: torch.Tensor | None  # (nW, N, N) shift mask of the padded grid, fp32
-    mask_key: object  # (padded grid, device): identifies the mask for the attention-terms cache
+def stage_windows(config: Swinv2Config, stage: int) -> tuple[int, int]:
+    """(window, shift) of a stage, fixed from `config.image_size` as transformers does: the window is
+    clamped to the stage's nominal grid `patch_grid // 2**stage` (floor), keyed on its height."""
+    return clamp_window(config.patch_grid[0] // 2**stage, config.window_size, config.window_size // 2)
 
 
-# ------------------------------------------------------------------------------------ encoder
-class PatchEmbed(nn.Module):
-    """Pad to whole patches (bottom/right), project with a strided conv, flatten, norm."""
+# -------------------------------------------------------------------------------- encoder
+class Swinv2PatchEmbeddings(nn.Module):
+    """Pad to whole patches (bottom/right), project with a strided conv, flatten."""
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__()
         self.patch = config.patch_hw
-        self.proj = nn.Conv2d(config.num_channels, config.embed_dim, kernel_size=self.patch, stride=self.patch)
-        self.norm = nn.LayerNorm(config.embed_dim)
+        self.projection = nn.Conv2d(config.num_channels, config.embed_dim, kernel_size=self.patch, stride=self.patch)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, Grid]:
         """Args: pixel_values (B, C_in, H_img, W_img). Returns (B, L, C) tokens and their grid (H, W)."""
@@ -471,9 +513,62 @@ class PatchEmbed(nn.Module):
         pad_w = -pixel_values.shape[3] % self.patch[1]
         if pad_h or pad_w:
             pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))
-        x = self.proj(pixel_values)  # (B, C, H, W)
-        grid = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), grid  # (B, L, C)
+        x = self.projection(pixel_values)  # (B, C, H, W)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # (B, L, C)
+
+
+class Swinv2Embeddings(nn.Module):
+    """Patch tokens, normalised, with mask tokens (SimMIM) and absolute positions (optional) applied.
+
+    transformers' absolute position table has one row more than there are patches, a leading row that
+    is never used correctly (its issue #37161); the table keeps that shape, so checkpoints load both
+    ways, and the patches use rows 1..L.
+    """
+
+    def __init__(self, config: Swinv2Config, use_mask_token: bool = False) -> None:
+        super().__init__()
+        self.patch_embeddings = Swinv2PatchEmbeddings(config)
+        self.patch_grid = config.patch_grid
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if use_mask_token else None
+        self.position_embeddings = (
+            nn.Parameter(torch.zeros(1, self.patch_grid[0] * self.patch_grid[1] + 1, config.embed_dim))
+            if config.use_absolute_embeddings
+            else None
+        )
+        self.norm = nn.LayerNorm(config.embed_dim)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.num_channels = config.num_channels
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, Grid]:
+        """Returns (B, L, C) tokens and their grid."""
+        check_pixel_values(pixel_values, self.num_channels)
+        x, grid = self.patch_embeddings(pixel_values)  # (B, L, C)
+        x = self.norm(x)
+        B, L, _ = x.shape
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError("bool_masked_pos needs a model built with use_mask_token=True")
+            if bool_masked_pos.shape not in ((B, L), (B, grid[0], grid[1])):
+                raise ValueError(
+                    f"bool_masked_pos must be (B, L) = ({B}, {L}) for this input (a {grid[0]}x{grid[1]} patch grid); "
+                    f"got {tuple(bool_masked_pos.shape)}"
+                )
+            keep = bool_masked_pos.reshape(B, L, 1).to(x.dtype)  # (B, L, 1), 1 where masked
+            x = x * (1.0 - keep) + self.mask_token.to(x.dtype) * keep
+        if self.position_embeddings is not None:
+            if grid != self.patch_grid and not interpolate_pos_encoding:
+                table_h, table_w = self.patch_grid
+                raise ValueError(
+                    f"the absolute position table is for a {table_h}x{table_w} patch grid, "
+                    f"this input gives {grid[0]}x{grid[1]}; pass interpolate_pos_encoding=True to resize it"
+                )
+            x = x + interpolate_grid_table(self.position_embeddings[:, 1:], self.patch_grid, grid)
+        return self.dropout(x), grid
 
 
 def check_pixel_values(pixel_values: torch.Tensor, num_channels: int) -> None:
@@ -501,7 +596,7 @@ def reshape_tokens(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 class EncoderTrace:
-    """What one encoder pass produced (internal): embedding, per-stage tokens and grids, attentions."""
+    """What one encoder pass produced: embedding, per-stage tokens and grids, attentions."""
 
     def __init__(self, embedding: torch.Tensor, grid: Grid) -> None:
         self.embedding = (embedding, grid)
@@ -519,6 +614,61 @@ class EncoderTrace:
         return tuple(t for t, _ in states), tuple(reshape_tokens(t, g) for t, g in states)
 
 
+class Swinv2Encoder(nn.Module):
+    """The stages: stage i has `embed_dim * 2**i` channels; all but the last end in patch merging."""
+
+    def __init__(self, config: Swinv2Config) -> None:
+        super().__init__()
+        options = BlockOptions.from_config(config)
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
+        stages = []
+        for i in range(config.num_layers):
+            window, shift = stage_windows(config, i)
+            stages.append(
+                Swinv2Stage(
+                    dim=config.embed_dim * 2**i,
+                    num_heads=config.num_heads[i],
+                    window=window,
+                    shift=shift,
+                    pretrained_window=config.pretrained_window_sizes[i],
+                    drop_paths=rates[starts[i] : starts[i] + config.depths[i]],
+                    options=options,
+                    downsample=i < config.num_layers - 1,
+                )
+            )
+        self.layers = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor, grid: Grid, output_attentions: bool = False) -> EncoderTrace:
+        """Run every stage on embedded tokens (B, L, C) of `grid`, recording what the heads need."""
+        trace = EncoderTrace(x, grid)
+        for stage in self.layers:
+            before, x, new_grid, probs = stage(x, grid, output_attentions)
+            trace.before_merge.append((before, grid))
+            trace.after_merge.append((x, new_grid))
+            if probs is not None:
+                trace.attentions.append(probs)
+            grid = new_grid
+        return trace
+
+
+def init_encoder_weights(module: nn.Module, std: float) -> None:
+    """Truncated-normal linear weights, identity norms, logit scale log(10), zero q/v biases, zero
+    mask token and position table, for every encoder part inside `module`."""
+    module.apply(lambda m: trunc_normal_init(m, std))
+    for part in module.modules():
+        if isinstance(part, Swinv2SelfAttention):
+            nn.init.constant_(part.logit_scale, math.log(10.0))
+            for bias in (part.query.bias, part.value.bias):
+                if bias is not None:
+                    nn.init.zeros_(bias)
+        elif isinstance(part, Swinv2Embeddings):
+            if part.position_embeddings is not None:
+                trunc_normal_(part.position_embeddings, std)
+            if part.mask_token is not None:
+                nn.init.zeros_(part.mask_token)
+
+
 class Swinv2Model(Swinv2PreTrainedModel):
     """The Swin V2 encoder: patch embedding, stages, final norm, mean pooling.
 
@@ -530,7 +680,6 @@ class Swinv2Model(Swinv2PreTrainedModel):
         config: The model configuration.
         add_pooling_layer: Return `pooler_output` (mean over tokens).
         use_mask_token: Learn a mask token for `bool_masked_pos` (SimMIM).
-        use_final_norm: Apply the final layer norm (a backbone has none).
 
     Example:
         >>> config = Swinv2Config(image_size=64, window_size=4, depths=(1, 1), num_heads=(1, 2), embed_dim=16)
@@ -539,109 +688,21 @@ class Swinv2Model(Swinv2PreTrainedModel):
         torch.Size([1, 64, 32])
     """
 
-    encoder_prefix = ""
-    hf_encoder_prefix = ""
-
-    def __init__(
-        self,
-        config: Swinv2Config,
-        add_pooling_layer: bool = True,
-        use_mask_token: bool = False,
-        use_final_norm: bool = True,
-    ) -> None:
+    def __init__(self, config: Swinv2Config, add_pooling_layer: bool = True, use_mask_token: bool = False) -> None:
         super().__init__(config)
         self.add_pooling_layer = add_pooling_layer
         self.num_features = config.hidden_size
-        self.patch_embed = PatchEmbed(config)
-        grid = config.patch_grid
-        self.pos_embed_grid = grid
-        self.absolute_pos_embed = (
-            nn.Parameter(torch.zeros(1, grid[0] * grid[1], config.embed_dim))
-            if config.use_absolute_embeddings
-            else None
-        )
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if use_mask_token else None
-        self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
-        starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
-        self.layers = nn.ModuleList(
-            Swinv2Stage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
-        )
-        self.norm = nn.LayerNorm(self.num_features, eps=config.layer_norm_eps) if use_final_norm else None
-        self.init_weights()
+        self.embeddings = Swinv2Embeddings(config, use_mask_token)
+        self.encoder = Swinv2Encoder(config)
+        self.layernorm = nn.LayerNorm(self.num_features, eps=config.layer_norm_eps)
+        self.pooler = nn.AdaptiveAvgPool1d(1) if add_pooling_layer else None
+        init_encoder_weights(self, config.initializer_range)
 
     def with_config(self, config: Swinv2Config) -> Swinv2Model:
-        """A freshly initialised `Swinv2Model` with this one's pooling, mask-token and final-norm options."""
+        """A freshly initialised `Swinv2Model` with this one's pooling and mask-token options."""
         return Swinv2Model(
-            config,
-            add_pooling_layer=self.add_pooling_layer,
-            use_mask_token=self.mask_token is not None,
-            use_final_norm=self.norm is not None,
+            config, add_pooling_layer=self.add_pooling_layer, use_mask_token=self.embeddings.mask_token is not None
         )
-
-    def init_weights(self) -> None:
-        """Truncated-normal linear weights, identity norms, logit scale log(10), zero q/v biases."""
-        std = self.config.initializer_range
-        self.apply(lambda m: trunc_normal_init(m, std))
-        for module in self.modules():
-            if isinstance(module, WindowAttention):
-                nn.init.constant_(module.logit_scale, math.log(10.0))
-                for bias in (module.q_bias, module.v_bias):
-                    if bias is not None:
-                        nn.init.zeros_(bias)
-        if self.absolute_pos_embed is not None:
-            trunc_normal_(self.absolute_pos_embed, std)
-        if self.mask_token is not None:
-            nn.init.zeros_(self.mask_token)
-
-    def embed(
-        self,
-        pixel_values: torch.Tensor,
-        bool_masked_pos: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-    ) -> tuple[torch.Tensor, Grid]:
-        """Patch tokens with mask tokens and absolute positions applied: (B, L, C) and the grid."""
-        check_pixel_values(pixel_values, self.config.num_channels)
-        x, grid = self.patch_embed(pixel_values)  # (B, L, C)
-        B, L, _ = x.shape
-        if bool_masked_pos is not None:
-            if self.mask_token is None:
-                raise ValueError("bool_masked_pos needs a model built with use_mask_token=True")
-            if bool_masked_pos.shape not in ((B, L), (B, grid[0], grid[1])):
-                raise ValueError(
-                    f"bool_masked_pos must be (B, L) = ({B}, {L}) for this input (a {grid[0]}x{grid[1]} patch grid); "
-                    f"got {tuple(bool_masked_pos.shape)}"
-                )
-            keep = bool_masked_pos.reshape(B, L, 1).to(x.dtype)  # (B, L, 1), 1 where masked
-            x = x * (1.0 - keep) + self.mask_token.to(x.dtype) * keep
-        if self.absolute_pos_embed is not None:
-            if grid != self.pos_embed_grid and not interpolate_pos_encoding:
-                table_h, table_w = self.pos_embed_grid
-                raise ValueError(
-                    f"the absolute position table is for a {table_h}x{table_w} patch grid, "
-                    f"this input gives {grid[0]}x{grid[1]}; pass interpolate_pos_encoding=True to resize it"
-                )
-            x = x + interpolate_grid_table(self.absolute_pos_embed, self.pos_embed_grid, grid)
-        return self.pos_drop(x), grid
-
-    def encode(
-        self,
-        pixel_values: torch.Tensor,
-        bool_masked_pos: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_attentions: bool = False,
-    ) -> EncoderTrace:
-        """Run the embedding and every stage, recording what the heads need (no final norm)."""
-        x, grid = self.embed(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        trace = EncoderTrace(x, grid)
-        for stage in self.layers:
-            before, x, new_grid, probs = stage(x, grid, output_attentions)
-            trace.before_merge.append((before, grid))
-            trace.after_merge.append((x, new_grid))
-            if probs is not None:
-                trace.attentions.append(probs)
-            grid = new_grid
-        return trace
 
     def forward(
         self,
@@ -657,19 +718,21 @@ class Swinv2Model(Swinv2PreTrainedModel):
         Args:
             pixel_values: (B, num_channels, H, W) float.
             bool_masked_pos: (B, L) bool, patches to replace by the mask token (SimMIM).
-            output_attentions: Also return every block's attention probabilities.
+            output_attentions: Also return every stage's attention probabilities.
             output_hidden_states: Also return the embedding and every stage output.
             interpolate_pos_encoding: Resize the absolute position table to the input's grid.
             return_dict: False returns `to_tuple()` of the output, as transformers does.
         """
-        trace = self.encode(pixel_values, bool_masked_pos, interpolate_pos_encoding, bool(output_attentions))
-        tokens, _ = trace.last
-        if self.norm is not None:
-            tokens = self.norm(tokens)  # (B, L, C)
+        x, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
+        trace = self.encoder(x, grid, bool(output_attentions))
+        tokens = self.layernorm(trace.last[0])  # (B, L, C)
+        pooled = None
+        if self.pooler is not None:
+            pooled = self.pooler(tokens.transpose(1, 2)).flatten(1)  # (B, C)
         hidden, reshaped = trace.hidden_states(before_merge=False) if output_hidden_states else (None, None)
         out = Swinv2ModelOutput(
             last_hidden_state=tokens,
-            pooler_output=tokens.mean(dim=1) if self.add_pooling_layer else None,  # (B, C)
+            pooler_output=pooled,
             hidden_states=hidden,
             attentions=tuple(trace.attentions) if output_attentions else None,
             reshaped_hidden_states=reshaped,
@@ -677,7 +740,7 @@ class Swinv2Model(Swinv2PreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
-# --------------------------------------------------------------------------------------- heads
+# ---------------------------------------------------------------------------------- heads
 class Swinv2ForImageClassification(Swinv2PreTrainedModel):
     """`Swinv2Model` + a linear classifier on the pooled features (identity when num_labels == 0).
 
@@ -688,14 +751,9 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)
         self.swinv2 = Swinv2Model(config)
-        self.classifier: nn.Module = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Initialise the classifier (the encoder initialises itself)."""
-        trunc_normal_init(self.classifier, self.config.initializer_range)
+        num_labels = config.num_labels or 0  # set from id2label after validation
+        self.classifier: nn.Module = nn.Linear(config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
+        trunc_normal_init(self.classifier, config.initializer_range)
 
     def forward(
         self,
@@ -725,7 +783,7 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss `config.problem_type` names (or infers) for these logits and labels."""
-        num_labels = self.config.num_labels
+        num_labels = self.config.num_labels or 0
         problem = self.config.problem_type
         if problem is None:
             if num_labels == 1:
@@ -774,11 +832,7 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
             nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),
             nn.PixelShuffle(config.encoder_stride),
         )
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Initialise the decoder (the encoder initialises itself)."""
-        trunc_normal_init(self.decoder[0], self.config.initializer_range)
+        trunc_normal_init(self.decoder[0], config.initializer_range)
 
     def forward(
         self,
@@ -824,14 +878,15 @@ class Swinv2Backbone(Swinv2PreTrainedModel):
     """Multi-scale feature maps for detection and segmentation heads.
 
     `config.out_features` picks among `stem` (the patch embedding) and `stage1`..`stageN` (each stage's
-    output before its patch merging); maps are channels-first (B, C_i, H_i, W_i), no final norm.
+    output before its patch merging); maps are channels-first (B, C_i, H_i, W_i), no final norm. As in
+    transformers, the embeddings and encoder sit at the top level (no `swinv2.` prefix).
     """
-
-    hf_encoder_prefix = ""  # transformers' backbone keeps the encoder at the top level
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)
-        self.swinv2 = Swinv2Model(config, add_pooling_layer=False, use_final_norm=False)
+        self.embeddings = Swinv2Embeddings(config)
+        self.encoder = Swinv2Encoder(config)
+        init_encoder_weights(self, config.initializer_range)
 
     @property
     def out_features(self) -> list[str]:
@@ -852,7 +907,7 @@ class Swinv2Backbone(Swinv2PreTrainedModel):
         return_dict: bool | None = None,
     ) -> BackboneOutput | tuple[torch.Tensor, ...]:
         """Feature maps of `config.out_features`; `hidden_states` are the flat (B, L, C) versions of all levels."""
-        trace = self.swinv2.encode(pixel_values, output_attentions=bool(output_attentions))
+        trace = self.encoder(*self.embeddings(pixel_values), output_attentions=bool(output_attentions))
         hidden, reshaped = trace.hidden_states(before_merge=True)
         out = BackboneOutput(
             feature_maps=tuple(reshaped[i] for i in self.config.out_indices or []),

@@ -2,7 +2,7 @@
 
 Computes, per window and head, `softmax(cos(q, k) * scale + bias) @ v` straight from the qkv
 projection's (B*nW, N, 3C) output, with fewer passes over memory than the op-for-op reference
-(`WindowAttention._explicit_attention`, transformers' order):
+(`swinv2.models.swinv2.eager_attention`, transformers' order):
 
 - **Forward.** q and k are divided by their norms (floored at 1e-12 as `F.normalize` floors them), each
   written once, head-major, straight from the projection's strided layout (the reference copies q,
@@ -15,8 +15,8 @@ projection's (B*nW, N, 3C) output, with fewer passes over memory than the op-for
   generic graph instead scales, divides and negates the (N, N) and (N, Dh) tensors several times
   over, and keeps more of them alive.
 
-On the CPU, at the tiny model's shapes and batch 8, the forward is ~10-15% and forward + backward
-~30% faster than the reference ops, and two (N, N) tensors per window and head lighter in training.
+Training keeps two (N, N) tensors per window and head fewer than autograd through the reference ops
+(speed: docs/performance.md and benchmarks/results/).
 The gradients are as close to float64 as autograd's through the reference ops (not bit-equal: the
 normalisation's gradient is summed in another order).
 """
@@ -106,7 +106,7 @@ class _CosineWindowAttention(torch.autograd.Function):
     """`window_attention` as one autograd node: the forward's steps, their tensors kept; backward written out."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         qkv: torch.Tensor,
         bias: torch.Tensor,
@@ -144,6 +144,7 @@ class _CosineWindowAttention(torch.autograd.Function):
             q_along = _through_normalisation(grad_q_unit, q_unit, norm_q, scale, grad_q)  # (w, nH, N, 1)
             grad_scale = q_along.sum((0, 2, 3)).view(nH, 1, 1) if scale_needs_grad else None  # (nH, 1, 1)
         if qkv_needs_grad:
+            assert grad_qkv is not None  # allocated above when qkv_needs_grad
             grad_k_unit = torch.matmul(grad_scores.transpose(-2, -1), q_unit)  # (w, nH, N, Dh)
             _through_normalisation(grad_k_unit, k_unit, norm_k, scale, grad_k)
             grad_qkv = grad_qkv.view(w, N, 3 * nH * Dh)  # (w, N, 3C)

@@ -1,47 +1,35 @@
 """Linear layers of the fast path: the values of `F.linear` (+ exact GELU), through faster CPU kernels.
 
-Two linear routes, both for inference on the CPU (no gradient needed, not under `torch.compile`, which
-fuses on its own, nor under `torch.func` / forward-mode AD: `plain_ops_required`, which the model's
-hand-written autograd nodes consult too); everything else, and the "eager" reference path, takes
-plain `F.linear`:
+Two routes, both for inference on the CPU (no gradient needed and `plain_ops_required` false);
+everything else, and the eager reference, takes plain `F.linear`:
 
 - **fp32: a weight packed once, then multiplied by a kernel that skips the repacking.** MKL's addmm,
   which `F.linear` calls, repacks the weight on every call and first copies the broadcast bias into
   the whole output.
   - **oneDNN's matmul on its blocked layout**, with the bias (and an exact, erf GELU where asked) in
-    its epilogue. At the tiny model's shapes a packed oneDNN linear in isolation takes 10-25% less
-    time, and the whole model's inference 5-6% less at batch 1, 3.5% at batch 8; the fused GELU saves
-    a pass over the block's largest activation. Its sums equal addmm's bit for bit up to
-    `ONEDNN_SAME_SUM_K` inputs per output and from `PACKED_MIN_ROWS` rows. It takes every GELU-fused
-    linear, and the linears without GELU it sums as addmm does.
+    its epilogue: every GELU-fused linear, and those without GELU whose sums it makes as addmm does
+    (up to `ONEDNN_SAME_SUM_K` inputs per output, from `PACKED_MIN_ROWS` rows).
   - **MKL's own sgemm on its packed operand** (`cblas_sgemm_pack`/`_compute`) for the other linears
-    without GELU (more inputs), from `PACKED_MIN_ROWS` rows. Its sums are addmm's at most shapes and a
-    few ulps apart at some (measured: 1.9e-6 at 64 x 3072 -> 768, outputs ~3); over the model the
-    parity cases stay within 3.87e-6 of transformers (with addmm there: 3.05e-6; oneDNN: 1.07e-5). MKL
-    packs for one row count: a weight keeps packs for `MKL_ROW_COUNTS_PER_WEIGHT` row counts, the
-    least recently used going first. At the tiny model's shapes these linears take 6-29% less time
-    in isolation, the model's inference 3.5-6% less at batch 1, 1-1.5% at batch 8.
+    without GELU, from `PACKED_MIN_ROWS` rows: its sums are addmm's at most shapes and a few ulps
+    apart at some. MKL packs for one row count; a weight keeps packs for `MKL_ROW_COUNTS_PER_WEIGHT`
+    row counts, the least recently used going first.
 - **bf16 autocast on an x86 CPU without bf16 units (no AVX512-BF16, no AMX).** There PyTorch's bf16
-  matmul is emulated and 2.5-5x slower than fp32. The operands are rounded to bf16 exactly as autocast
-  rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in fp32, and
-  bf16 matmuls accumulate in fp32 anyway, so the result, rounded to bf16, is what autocast promises,
-  at fp32 speed. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
-  The weight is rounded and packed once, like the fp32 route's.
+  matmul is emulated, several times slower than fp32. The operands are rounded to bf16 exactly as
+  autocast rounds them and multiplied on the fp32 units: a product of two bf16 numbers is exact in
+  fp32, and bf16 matmuls accumulate in fp32 anyway, so the result, rounded to bf16, is what autocast
+  promises. (The fused GELU, like a GPU epilogue, acts on the fp32 accumulator before rounding.)
 
-The packed weights are kept per weight tensor while it lives (`_packed_weight`), at a memory cost (the
-tiny model, 108 MB of weights, measured resident: 57 MB of oneDNN packs; MKL's, 50 MB after batch 1 and
-132 MB after batch 1 and 8, its packs for more rows being larger; more when fp32 and bf16-autocast
-inference alternate). `forget_packed` gives them back (the models call it from `clear_caches`,
-`train()`, `load_state_dict` and conversions such as `.to()`). A pack is remade whenever its weight
-changes in place (an optimizer step, `copy_`, `load_state_dict`: its version counter moves) or is
-replaced (`.data =`, `.to()`). Writes that bypass PyTorch's version counter (through `.data`, through
-numpy or DLPack views of the weight, into its untyped storage, by another process into shared memory)
-cannot be seen: call `forget_packed` after them.
+The packed weights are kept per weight tensor while it lives (`_packed_weight`), at a memory cost of
+about one more copy of the linear weights (docs/performance.md). `forget_packed` gives them back; the
+models call it, through `swinv2.models.registry.release_caches`, from `clear_caches`, `train()`,
+`load_state_dict` and conversions such as `.to()`. A pack is remade whenever its weight changes in
+place (an optimizer step, `copy_`: its version counter moves) or is replaced (`.data =`, `.to()`).
+Writes that bypass PyTorch's version counter (through `.data`, numpy or DLPack views, the untyped
+storage, another process's shared memory) cannot be seen: call `forget_packed` after them.
 
 And one memory rule, `in_row_chunks`: glibc serves allocations above 32 MiB with fresh mmap pages, so
-an intermediate that large is page-faulted in (and zeroed by the kernel) on every call. At batch 8 the
-stage-1 qkv (38 MB) and MLP hidden (50 MB) tensors run at up to half speed for that alone; computed in
-row blocks they stay small, reuse heap memory and stay in cache.
+an intermediate that large is page-faulted in (and zeroed by the kernel) on every call; computed in
+row blocks the intermediates stay small, reuse heap memory and stay in cache.
 """
 
 from __future__ import annotations
@@ -55,9 +43,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import forward_ad
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.weak import WeakIdKeyDictionary
+
+from swinv2.backends.plain import plain_ops_required, tracing
 
 
 @functools.cache
@@ -91,25 +80,6 @@ def _mkl_packed_linear_available() -> bool:
         return all(op.default is not None for op in ops)
     except (AttributeError, RuntimeError):
         return False
-
-
-def transformed(x: torch.Tensor) -> bool:
-    """Whether `x` is seen through a `torch.func` transform (jvp, vmap, grad) or carries a forward-mode
-    tangent (`torch.autograd.forward_ad`): then only plain differentiable ops may touch it, not out=
-    writes, other kernels or hand-written autograd nodes. (False while `torch.compile` traces: it
-    cannot trace the check, and it differentiates the traced graph itself.)"""
-    if torch.compiler.is_compiling():
-        return False
-    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    if is_wrapped is not None and is_wrapped(x):
-        return True
-    return forward_ad.unpack_dual(x).tangent is not None
-
-
-def plain_ops_required(x: torch.Tensor) -> bool:
-    """`transformed(x)`, `torch.compile` tracing (which fuses the plain ops itself) or `torch.jit.trace`
-    (which would record the kernels' packed weights as constants)."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or transformed(x)
 
 
 def _route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
@@ -281,7 +251,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return _mkl_packed_linear(x, weight, bias)
     if route == "bf16-on-fp32":
         with torch.autocast("cpu", enabled=False):
-            x, bias = (t if t is None else t.to(torch.bfloat16).float() for t in (x, bias))
+            x = x.to(torch.bfloat16).float()
+            bias = bias if bias is None else bias.to(torch.bfloat16).float()
             return _onednn_linear(x, weight, bias, gelu, round_weight=True).to(torch.bfloat16)
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
@@ -291,15 +262,14 @@ CHUNK_BYTES = 16 * 2**20  # intermediates per row block: half glibc's 32 MiB mma
 
 
 def in_row_chunks(
-    fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, bytes_per_row: int, align: int = 1
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bytes_per_row: int, align: int = 1
 ) -> torch.Tensor:
-    """`fn(x, 0)`, computed over blocks of rows (dim 0) whose intermediates stay under `CHUNK_BYTES`.
+    """`fn(x)`, computed over blocks of rows (dim 0) whose intermediates stay under `CHUNK_BYTES`.
 
     As few blocks as that allows, of equal size as far as `align` lets them be (the last may be
     shorter): no sliver of a remainder, and few distinct row counts for the packed linears.
-    `fn(rows, start)` must treat its rows independently; `start` is the index of the block's first
-    row. Blocks are used on the CPU when autograd is off, outside `torch.compile` and `torch.jit.trace`;
-    otherwise (and when `x` is small enough) `fn` sees all of `x` at once.
+    `fn(rows)` must treat its rows independently. Blocks are used on the CPU when autograd is off
+    and nothing traces; otherwise (and when `x` is small enough) `fn` sees all of `x` at once.
 
     Args:
         fn: row-wise function, (R, ...) -> (R, ...).
@@ -309,15 +279,15 @@ def in_row_chunks(
     """
     budget = max(align, CHUNK_BYTES // max(bytes_per_row, 1) // align * align)  # the most rows a block takes
     total = x.shape[0]
-    traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # a trace would fix the loop to this size
-    if total <= budget or x.device.type != "cpu" or torch.is_grad_enabled() or traced:
-        return fn(x, 0)
+    # a trace would fix the loop to this size
+    if total <= budget or x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
+        return fn(x)
     blocks = -(-total // budget)  # ceil(total / budget)
     rows = -(-total // blocks)  # ceil(total / blocks) ...
     rows = -(-rows // align) * align  # ... up to a multiple of align: still within the budget
-    first = fn(x[:rows], 0)
+    first = fn(x[:rows])
     out = first.new_empty((total, *first.shape[1:]))
     out[:rows] = first
     for start in range(rows, total, rows):
-        out[start : start + rows] = fn(x[start : start + rows], start)
+        out[start : start + rows] = fn(x[start : start + rows])
     return out

@@ -6,7 +6,7 @@ with an online softmax (flash attention's recurrence), and writes the result int
 (B*nW, N, C) layout the output projection reads. Against the SDPA path this removes the fp32 copies of
 q and k, their normalisation passes, the head-major copies of q, k, v and of the output, and the
 (nW*nH)-batched mask reads of a generic kernel: everything between the two linears is one read of qkv,
-the bias and one write of the output. The backward (two kernels, see `swinv2._triton_kernels`)
+the bias and one write of the output. The backward (two kernels, see `swinv2.backends._triton_kernels`)
 recomputes the probabilities from the saved log-sum-exp and writes the gradient in the projection's
 layout, with the position bias's and the temperature's gradients summed atomically.
 
@@ -14,7 +14,7 @@ Arithmetic: fp32 inputs take IEEE fp32 dot products (no TF32), so the result agr
 path to fp32 rounding; 16-bit inputs multiply normalised q and k rounded to their dtype, and the
 probabilities rounded to v's, accumulating in fp32, as the SDPA path and flash attention do.
 
-Triton is optional and imported only when the kernel runs (`swinv2._triton_kernels`). `available(x)`
+Triton is optional and imported only when the kernel runs (`swinv2.backends._triton_kernels`). `available(x)`
 says whether it can run on `x`: Triton installed and `x` on CUDA, or, in a process started with
 `TRITON_INTERPRET=1`, on the CPU through Triton's interpreter (slow; how the tests check the values
 without a GPU).
@@ -94,20 +94,20 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
 
 class _WindowAttention(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         qkv: torch.Tensor,
         bias: torch.Tensor,
         scale: torch.Tensor,
         num_heads: int,
     ) -> torch.Tensor:
-        from swinv2 import _triton_kernels
+        from swinv2.backends import _triton_kernels
 
         B_, N, three_c = qkv.shape
         launch = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
         scale = scale.contiguous()
         out = qkv.new_empty((B_, N, three_c // 3))  # (B_, N, C)
-        keep = any(ctx.needs_input_grad[:3])
+        keep = any(ctx.needs_input_grad[:3])  # type: ignore[attr-defined]
         lse = torch.empty((B_, num_heads, N), device=qkv.device, dtype=torch.float32) if keep else out
         with _on(qkv.device):
             _triton_kernels.window_attention_forward[launch.grid(B_ * num_heads)](
@@ -115,23 +115,21 @@ class _WindowAttention(torch.autograd.Function):
             )
         if keep:
             ctx.save_for_backward(qkv, bias, scale, out, lse)
-            ctx.num_heads = num_heads
+            ctx.num_heads = num_heads  # type: ignore[attr-defined]
         return out
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, dout: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        from swinv2 import _triton_kernels
+    def backward(ctx: torch.autograd.function.FunctionCtx, dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        from swinv2.backends import _triton_kernels
 
-        qkv, bias, scale, out, lse = ctx.saved_tensors
-        num_heads = ctx.num_heads
+        qkv, bias, scale, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        num_heads = ctx.num_heads  # type: ignore[attr-defined]
         B_, N, three_c = qkv.shape
         launch = _Launch(N, three_c // 3 // num_heads, qkv.dtype)
         dout = dout.contiguous()
         delta = torch.empty_like(lse)  # (B_, nH, N): rowsum(dout * out), written by the q kernel
         dqkv = torch.empty_like(qkv)  # every element written: q by the first kernel, k and v by the second
-        term_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        term_grads = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]  # type: ignore[attr-defined]
         dbias = torch.zeros(bias.shape if term_grads else (1,), device=bias.device, dtype=torch.float32)
         dscale = torch.zeros_like(scale)
         grid = launch.grid(B_ * num_heads)
@@ -145,13 +143,13 @@ class _WindowAttention(torch.autograd.Function):
             )
         return (
             dqkv,
-            dbias.to(bias.dtype) if ctx.needs_input_grad[1] else None,
-            dscale if ctx.needs_input_grad[2] else None,
+            dbias.to(bias.dtype) if ctx.needs_input_grad[1] else None,  # type: ignore[attr-defined]
+            dscale if ctx.needs_input_grad[2] else None,  # type: ignore[attr-defined]
             None,
         )
 
 
-def _on(device: torch.device) -> contextlib.AbstractContextManager:
+def _on(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Launch on `device`'s GPU (Triton launches on the current one)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 

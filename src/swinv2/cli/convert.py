@@ -1,0 +1,111 @@
+"""`swinv2 convert`: any checkpoint layout to a transformers directory or a timm file, verified before
+it is moved into place."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swinv2.cli.common import CommandError, variant_name
+from swinv2.config import Swinv2Config
+from swinv2.io.checkpoints import read_state_dict
+from swinv2.io.keymaps import TIMM, to_transformers
+from swinv2.loading import load_checkpoint, save_timm
+from swinv2.models import Swinv2ForImageClassification, Swinv2PreTrainedModel
+
+VERIFY_ATOL = 1e-5
+
+
+def _outputs(model: Swinv2PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The model's main output, flattened: logits, reconstruction, last_hidden_state or all feature maps."""
+    with torch.no_grad():
+        first = model(pixel_values)[0]
+    maps = first if isinstance(first, tuple) else (first,)
+    return torch.cat([m.flatten() for m in maps])
+
+
+def _reload(path: Path, target: str, source_model: Swinv2PreTrainedModel) -> Swinv2PreTrainedModel:
+    if target == "hf":
+        return load_checkpoint(path)
+    reloaded = Swinv2ForImageClassification(source_model.config)
+    converted = to_transformers(read_state_dict(path), TIMM)
+    reloaded.load_hf_state_dict(converted.tensors, source=str(path), unexpected=converted.unmatched)
+    return reloaded.eval()
+
+
+def _place(staged: Path, destination: Path, overwrite: bool) -> None:
+    """Move the verified `staged` output to `destination`; an old destination goes only after that."""
+    if not destination.exists():
+        staged.rename(destination)
+        return
+    if not overwrite:
+        raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
+    retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=destination.parent)) / destination.name
+    destination.rename(retired)
+    staged.rename(destination)
+    shutil.rmtree(retired.parent)
+
+
+def convert(args: argparse.Namespace) -> str:
+    """Convert SRC to DST, verify the written checkpoint reproduces SRC's outputs, then move it in place."""
+    source, destination = Path(args.src), Path(args.dst)
+    if not source.exists():
+        raise CommandError(f"no such file or directory: '{source}'")
+    if destination.exists() and not args.overwrite:
+        raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
+    config = Swinv2Config.from_json_file(args.config) if args.config else None
+    model = load_checkpoint(source, variant=args.variant, config=config)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        staged = staging / destination.name
+        if args.to == "hf":
+            model.save_pretrained(staged)
+        else:
+            save_timm(model, staged)  # raises for models other than classifiers
+        height, width = model.config.image_hw
+        pixel_values = torch.randn(
+            1, model.config.num_channels, height, width, generator=torch.Generator().manual_seed(0)
+        )
+        difference = (
+            (_outputs(_reload(staged, args.to, model), pixel_values) - _outputs(model, pixel_values)).abs().max()
+        )
+        if not difference <= VERIFY_ATOL:
+            raise CommandError(f"'{destination}' would not reproduce '{source}' (max abs difference {difference:.3g})")
+        _place(staged, destination, args.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    kind = "a transformers directory" if args.to == "hf" else "a timm state dict"
+    return (
+        f"converted '{source}' -> '{destination}' ({kind}, {type(model).__name__}, "
+        f"{model.num_parameters() / 1e6:.2f} M parameters); outputs match (max abs difference {difference:.1g})"
+    )
+
+
+def register(commands: Any) -> None:
+    """Add `convert` to the `swinv2` subcommands."""
+    conv = commands.add_parser(
+        "convert",
+        help="convert a checkpoint (transformers, timm, Microsoft) to a transformers directory or timm file",
+        description=(
+            "Read SRC in any supported layout (a transformers directory, a timm state dict, an official "
+            "Microsoft .pth, a SimMIM pre-training checkpoint), write DST, and check that DST reproduces "
+            "SRC's outputs before moving it into place. timm and Microsoft files carry no config: give "
+            "--variant or --config."
+        ),
+    )
+    conv.add_argument("src", metavar="SRC", help="checkpoint file or transformers directory")
+    conv.add_argument("dst", metavar="DST", help="output directory (--to hf) or file (--to timm)")
+    which = conv.add_mutually_exclusive_group()
+    which.add_argument(
+        "--variant", type=variant_name, metavar="NAME", help="named variant of SRC's shapes (ours or timm's name)"
+    )
+    which.add_argument("--config", metavar="FILE", help="config.json describing SRC")
+    conv.add_argument("--to", choices=("hf", "timm"), default="hf", help="output format (default: hf)")
+    conv.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    conv.set_defaults(run=convert)
