@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -16,6 +17,7 @@ import torch
 from swinv2.config import CONFIG_NAME, Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, read_state_dict, write_safetensors
 from swinv2.io.files import atomic_write
+from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import MICROSOFT, MICROSOFT_SIMMIM, TIMM, from_transformers, to_transformers
 from swinv2.io.layouts import detect_layout
 from swinv2.models import (
@@ -25,7 +27,7 @@ from swinv2.models import (
     Swinv2Model,
     Swinv2PreTrainedModel,
 )
-from swinv2.zoo import get_variant
+from swinv2.zoo import Variant, get_variant
 
 MODEL_CLASSES: dict[str, type[Swinv2PreTrainedModel]] = {
     cls.__name__: cls
@@ -33,6 +35,31 @@ MODEL_CLASSES: dict[str, type[Swinv2PreTrainedModel]] = {
 }
 
 ConfigSource = Swinv2Config | str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model and its preprocessing come from, resolved once: a directory (local, or a Hub
+    snapshot fetched once) or a named variant (random weights only)."""
+
+    reference: str  # as the user gave it
+    directory: Path | None = None
+    variant: Variant | None = None
+
+
+def resolve_model_source(reference: str | os.PathLike[str]) -> ModelSource:
+    """A model directory, a variant name (ours, the Hub id of one, or timm's), or a Hub id, in that order.
+
+    Raises:
+        FileNotFoundError: none of them (the message names the local-path alternative).
+    """
+    path = Path(reference)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return ModelSource(str(reference), directory=path)
+    try:
+        return ModelSource(str(reference), variant=get_variant(str(reference)))
+    except KeyError:
+        return ModelSource(str(reference), directory=resolve_model_dir(reference))
 
 
 def _resolve_config(variant: str | None, config: ConfigSource, source: str) -> Swinv2Config:

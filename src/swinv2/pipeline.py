@@ -9,15 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from swinv2.config import CONFIG_NAME
+from swinv2.loading import resolve_model_source
 from swinv2.models import Swinv2ForImageClassification, Swinv2Model, Swinv2PreTrainedModel
 from swinv2.preprocess import PREPROCESSOR_NAME, ImageInput, Swinv2ImageProcessor, image_list
-from swinv2.zoo import get_variant
 
 ModelSpec = Swinv2PreTrainedModel | str | os.PathLike[str]
 
@@ -29,35 +27,38 @@ def load_model(
     random_weights: bool = False,
     device: str | torch.device | None = None,
 ) -> tuple[Swinv2PreTrainedModel, Swinv2ImageProcessor]:
-    """The model (eval mode) and the processor that goes with it.
+    """The model (eval mode) and the processor that goes with it, both built from one resolved source.
+
+    A directory's own `preprocessor_config.json` wins; without one, the processor resizes to the
+    model's `image_size` with ImageNet statistics. A variant brings the preprocessing it was trained with.
 
     Raises:
         ValueError: a variant name without `random_weights=True`.
-        FileNotFoundError: neither a directory, a Hub id nor a variant.
+        FileNotFoundError: neither a directory, a variant nor a Hub id.
     """
     if isinstance(model, Swinv2PreTrainedModel):
-        size = model.config.image_hw
-        processor = Swinv2ImageProcessor(size={"height": size[0], "width": size[1]})
-        return model.eval().to(device) if device else model.eval(), processor
-    path = Path(model)
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(path, device=device))  # no output_loading_info
-        if (path / PREPROCESSOR_NAME).is_file():
-            return loaded, Swinv2ImageProcessor.from_pretrained(path)
-        return load_model(loaded)
-    try:
-        variant = get_variant(str(model))
-    except KeyError:
-        # a Hub id, or a clear FileNotFoundError; no output_loading_info: the model alone
-        loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(model, device=device))
-        return loaded, Swinv2ImageProcessor.from_pretrained(model)
-    if not random_weights:
-        raise ValueError(
-            f"'{model}' is a variant name and no weights ship with swinv2: pass a checkpoint directory "
-            "(see `swinv2 convert`), or ask for random weights explicitly (random_weights=True, --random-weights)"
-        )
-    built = cls(variant.config())
-    return built.eval().to(device) if device else built.eval(), Swinv2ImageProcessor.from_variant(variant.name)
+        return model.eval().to(device) if device else model.eval(), _processor_for(model)
+    source = resolve_model_source(model)
+    if source.variant is not None:
+        if not random_weights:
+            raise ValueError(
+                f"'{model}' is a variant name and no weights ship with swinv2: pass a checkpoint directory "
+                "(see `swinv2 convert`), or ask for random weights explicitly (random_weights=True, --random-weights)"
+            )
+        built = cls(source.variant.config())
+        processor = Swinv2ImageProcessor.from_variant(source.variant.name)
+        return built.eval().to(device) if device else built.eval(), processor
+    assert source.directory is not None  # a source is a variant or a directory
+    loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(source.directory, device=device))  # no loading info
+    if (source.directory / PREPROCESSOR_NAME).is_file():
+        return loaded, Swinv2ImageProcessor.from_pretrained(source.directory)
+    return loaded, _processor_for(loaded)
+
+
+def _processor_for(model: Swinv2PreTrainedModel) -> Swinv2ImageProcessor:
+    """Resize to the model's `image_size`, ImageNet statistics."""
+    height, width = model.config.image_hw
+    return Swinv2ImageProcessor(size={"height": height, "width": width})
 
 
 def _batches(items: Sequence[ImageInput], size: int) -> Iterator[Sequence[ImageInput]]:

@@ -1,7 +1,8 @@
-"""Property tests: window geometry, padding, the shift mask, position tables, and any-size inputs.
+"""Property tests: window geometry, padding, window gathers, the shift mask, position tables, eager vs
+"auto" blocks, and any-size inputs.
 
-Expected values are rebuilt independently in the tests (plain loops, numpy), never by calling the
-function under test a second way.
+Expected values are rebuilt independently in the tests (plain loops, numpy, or the eager pad, roll and
+partition that a fast path replaces), never by calling the function under test a second way.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from swinv2 import (
     Swinv2ForMaskedImageModeling,
     Swinv2Model,
 )
-from swinv2.layers import (
+from swinv2.backends.window_gather import GatherWindows, to_grid, to_windows, window_order
+from swinv2.layers.windows import (
     MASKED,
+    WindowLayout,
     pad_bottom_right,
+    padded_grid,
     shifted_window_mask,
-    to_grid,
-    to_windows,
-    window_order,
     window_partition,
+    window_reverse,
 )
-from swinv2.models.swinv2 import relative_coords_table, relative_position_index
+from swinv2.models.swinv2 import BlockOptions, Swinv2Block, relative_coords_table, relative_position_index
 
 FAST = settings(max_examples=25, deadline=None)
 MODEL = settings(max_examples=20, deadline=None)
@@ -52,31 +54,46 @@ def ceil_div(a: int, b: int) -> int:
 
 # ----------------------------------------------------------------------------- windows / padding
 @st.composite
-def windowed_grids(draw: st.DrawFn) -> tuple[int, int, int, int, tuple[int, int], int]:
-    """(B, H, W, C, (wh, ww), seed) with H, W multiples of the window."""
-    wh = draw(st.integers(1, 6))
-    ww = draw(st.integers(1, 6))
-    H = wh * draw(st.integers(1, 4))
-    W = ww * draw(st.integers(1, 4))
-    return draw(st.integers(1, 3)), H, W, draw(st.integers(1, 4)), (wh, ww), draw(st.integers(0, 2**16))
+def windowed_grids(draw: st.DrawFn) -> tuple[int, int, int, int, int, int]:
+    """(B, Hp, Wp, C, ws, seed): a padded grid, Hp and Wp multiples of the (square) window ws."""
+    ws = draw(st.integers(1, 6))
+    Hp = ws * draw(st.integers(1, 4))
+    Wp = ws * draw(st.integers(1, 4))
+    return draw(st.integers(1, 3)), Hp, Wp, draw(st.integers(1, 4)), ws, draw(st.integers(0, 2**16))
 
 
 @FAST
 @given(windowed_grids())
 def test_window_partition_places_each_token(case):
-    B, H, W, C, (wh, ww), seed = case
+    B, H, W, C, ws, seed = case
     x = torch.randn(B, H, W, C, generator=torch.Generator().manual_seed(seed))
-    windows = window_partition(x, (wh, ww))
+    windows = window_partition(x, ws)
 
-    nW = (H // wh) * (W // ww)
-    assert windows.shape == (B * nW, wh, ww, C)
-    expected = torch.empty(B * nW, wh, ww, C)
+    nW = (H // ws) * (W // ws)
+    assert windows.shape == (B * nW, ws * ws, C)
+    expected = torch.empty(B * nW, ws * ws, C)
     for b in range(B):
         for h in range(H):
             for w in range(W):
-                index = b * nW + (h // wh) * (W // ww) + (w // ww)
-                expected[index, h % wh, w % ww] = x[b, h, w]
+                index = b * nW + (h // ws) * (W // ws) + (w // ws)
+                expected[index, (h % ws) * ws + w % ws] = x[b, h, w]
     torch.testing.assert_close(windows, expected, rtol=0, atol=0)
+
+
+@FAST
+@given(windowed_grids())
+def test_window_reverse_undoes_window_partition(case):
+    """Round trip on any padded grid: reverse(partition(x)) is x, and partition(reverse(w)) is w."""
+    B, Hp, Wp, C, ws, seed = case
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, Hp, Wp, C, generator=generator)
+    windows = window_partition(x, ws)
+    back = window_reverse(windows, ws, (Hp, Wp))
+    assert back.shape == (B, Hp, Wp, C)
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+
+    slots = torch.randn(B * (Hp // ws) * (Wp // ws), ws * ws, C, generator=generator)
+    torch.testing.assert_close(window_partition(window_reverse(slots, ws, (Hp, Wp)), ws), slots, rtol=0, atol=0)
 
 
 @st.composite
@@ -104,7 +121,7 @@ def test_window_order_is_pad_roll_partition_and_back_with_their_gradients(case):
     padded = pad_bottom_right(x.view(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
     Hp, Wp = padded.shape[1:3]
     rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2))
-    expected = window_partition(rolled, (ws, ws)).reshape(B, Hp * Wp, C)
+    expected = window_partition(rolled, ws).reshape(B, Hp * Wp, C)
 
     order = window_order((H, W), ws, shift)
     windows = to_windows(x, order)
@@ -124,6 +141,41 @@ def test_window_order_is_pad_roll_partition_and_back_with_their_gradients(case):
     (grad,) = torch.autograd.grad((tokens * upstream).sum(), slots)
     (expected_grad,) = torch.autograd.grad((unrolled * upstream).sum(), slots)
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)  # padding slots get exactly zero
+
+
+@FAST
+@given(shifted_grids(), st.booleans())
+def test_gather_windows_is_pad_roll_partition_and_reverse_roll_crop(case, requires_grad):
+    """`GatherWindows` on a stage layout: partition equals zero-pad -> roll(-shift) -> window_partition,
+    reverse equals window_reverse -> roll(+shift) -> crop, for any grid, window and shift, exactly
+    (through the autograd node too, with its gradients)."""
+    B, H, W, C, ws, shift, seed = case
+    generator = torch.Generator().manual_seed(seed)
+    layout = WindowLayout(ws, shift).for_grid((H, W), torch.device("cpu"))
+    Hp, Wp = padded_grid((H, W), ws)
+    assert layout.padded == (Hp, Wp)
+    moves = GatherWindows()
+
+    x = torch.randn(B, H * W, C, generator=generator, requires_grad=requires_grad)
+    padded = pad_bottom_right(x.view(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
+    expected = window_partition(torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2)), ws)  # (B*nW, N, C)
+    windows = moves.partition(x, layout, shift)
+    assert windows.shape == (B * (Hp // ws) * (Wp // ws), ws * ws, C)
+    torch.testing.assert_close(windows, expected, rtol=0, atol=0)
+
+    slots = torch.randn(windows.shape, generator=generator, requires_grad=requires_grad)
+    grid = torch.roll(window_reverse(slots, ws, (Hp, Wp)), shifts=(shift, shift), dims=(1, 2))
+    expected_tokens = grid[:, :H, :W].reshape(B, H * W, C)
+    tokens = moves.reverse(slots, layout, shift)
+    torch.testing.assert_close(tokens, expected_tokens, rtol=0, atol=0)
+    torch.testing.assert_close(moves.reverse(moves.partition(x, layout, shift), layout, shift), x, rtol=0, atol=0)
+
+    if requires_grad:
+        for out, reference, source in ((windows, expected, x), (tokens, expected_tokens, slots)):
+            upstream = torch.randn(out.shape, generator=generator)
+            (grad,) = torch.autograd.grad((out * upstream).sum(), source)
+            (expected_grad,) = torch.autograd.grad((reference * upstream).sum(), source)
+            torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
 
 
 @FAST
@@ -354,6 +406,45 @@ def test_single_image_one_window_row_high_runs(size):
         out = models()["model"](image_batch(1, H, W)).last_hidden_state
     g1 = grids(H, W)[1]
     assert out.shape == (1, g1[0] * g1[1], HIDDEN)
+
+
+@cache
+def block_pair(window: int, shift: int) -> tuple[Swinv2Block, Swinv2Block]:
+    """A perturbed block of the tiny model's first-stage width with implementation "eager" (the model
+    file's pad, roll and partition) and the same weights with "auto" (window gathers, fast kernels)."""
+    torch.manual_seed(0)
+    eager = Swinv2Block(EMBED, 2, window, shift, options=BlockOptions(implementation="eager"))
+    perturb_(eager, seed=10 * window + shift)
+    auto = Swinv2Block(EMBED, 2, window, shift, options=BlockOptions(implementation="auto"))
+    auto.load_state_dict(eager.state_dict())
+    return eager, auto
+
+
+@MODEL
+@given(shifted_grids())
+def test_block_auto_equals_eager_at_any_grid(case):
+    """A whole `Swinv2Block` on any H x W grid, window and shift: "auto" gives "eager"'s output bit for
+    bit in training mode (as the training fast path above does), and within the batch-row tolerance
+    (1e-5) in inference, where the packed linears with fused GELU may round differently; each image of
+    the batch equals the batch's row."""
+    B, H, W, _, ws, shift, seed = case
+    eager, auto = block_pair(ws, shift)
+    layout = WindowLayout(ws, shift).for_grid((H, W), torch.device("cpu"))
+    x = torch.randn(B, H * W, EMBED, generator=torch.Generator().manual_seed(seed))
+
+    eager.train(), auto.train()
+    expected, _ = eager(x, layout)
+    out, _ = auto(x, layout)
+    assert torch.equal(out, expected)
+
+    eager.eval(), auto.eval()
+    with torch.no_grad():
+        expected, _ = eager(x, layout)
+        out, _ = auto(x, layout)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+        for i in range(B):
+            alone, _ = auto(x[i : i + 1], layout)
+            torch.testing.assert_close(out[i : i + 1], alone, rtol=0, atol=1e-5)
 
 
 @cache

@@ -9,7 +9,7 @@ import torch
 
 from helpers import image_batch, tiny_config
 from swinv2 import Swinv2Backbone, Swinv2ForImageClassification, Swinv2ForMaskedImageModeling, Swinv2Model
-from swinv2.models.swinv2 import WindowAttention
+from swinv2.models.swinv2 import Swinv2SelfAttention
 
 
 @pytest.mark.parametrize("size", [(32, 48), (16, 48), (48, 16), (4, 4), (1, 1)])
@@ -39,10 +39,10 @@ def test_fresh_model_initialisation() -> None:
     config = tiny_config(initializer_range=0.02)
     model = Swinv2ForImageClassification(config)
     for module in model.modules():
-        if isinstance(module, WindowAttention):
+        if isinstance(module, Swinv2SelfAttention):
             torch.testing.assert_close(module.logit_scale, torch.full_like(module.logit_scale, math.log(10)))
-            assert module.q_bias is not None and not module.q_bias.any()
-    weight = model.swinv2.layers[0].blocks[0].mlp.fc1.weight
+            assert module.query.bias is not None and not module.query.bias.any()
+    weight = model.swinv2.encoder.layers[0].blocks[0].intermediate.dense.weight
     assert weight.abs().max() <= 0.04 + 1e-7 and 0.01 < weight.std() < 0.03
     assert not model.classifier.bias.any()
 
