@@ -1,6 +1,6 @@
 """One window-attention layer, implementation against implementation: `python benchmarks/attention.py`.
 
-Times `WindowAttention` (qkv projection, attention, output projection) with attn_implementation
+Times `Swinv2Attention` (query/key/value projections, attention, output projection) with attn_implementation
 "eager", "sdpa" and, where it runs, "triton", forward (inference) and forward + backward, on the
 shapes of the first stage of tiny (window 8) and base (window 16) at 256 px, shifted (bias + mask per
 window). Rounds interleaved; median milliseconds and peak memory (CUDA) to <out>/<device>-attention.json
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from swinv2 import triton_attention
-from swinv2.layers import shifted_window_mask
-from swinv2.models.swinv2 import WindowAttention
+from swinv2.backends import triton_attention
+from swinv2.layers.windows import shifted_window_mask
+from swinv2.models.swinv2 import Swinv2Attention
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # (name, channels, heads, window, grid side of stage 1 at 256 px)
@@ -43,13 +43,13 @@ def measure_layer(
     layers = {}
     for implementation in implementations:
         torch.manual_seed(0)
-        layers[implementation] = WindowAttention(dim, heads, window, 0, True, 0.0, implementation).to(device)
+        layers[implementation] = Swinv2Attention(dim, heads, window, 0, True, 0.0, implementation).to(device)
 
-    def forward(layer: WindowAttention) -> None:
+    def forward(layer: Swinv2Attention) -> None:
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
             layer.eval()(x, mask, mask_key=("bench", side))
 
-    def train(layer: WindowAttention) -> None:
+    def train(layer: Swinv2Attention) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out, _ = layer.train()(x.requires_grad_(), mask)
         out.float().sum().backward()

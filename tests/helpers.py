@@ -87,7 +87,7 @@ def hf_twins(cls_name: str, config: Swinv2Config, seed: int = 0) -> tuple[nn.Mod
     theirs = getattr(transformers, cls_name)(hf_config(config)).eval()
     perturb_(theirs, seed=seed)
     ours = getattr(swinv2, cls_name)(config).eval()
-    ours.load_hf_state_dict(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # our names are transformers'
     return theirs, ours
 
 

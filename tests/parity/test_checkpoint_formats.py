@@ -26,8 +26,9 @@ from swinv2 import (
     load_checkpoint,
     save_timm,
 )
-from swinv2.formats import MICROSOFT, MICROSOFT_SIMMIM, TIMM, TRANSFORMERS, to_microsoft
 from swinv2.io.checkpoints import read_state_dict
+from swinv2.io.keymaps import MICROSOFT, MICROSOFT_SIMMIM, TIMM, TRANSFORMERS, transformers_encoder_to_official
+from swinv2.loading import to_microsoft
 
 ATOL = 1e-5
 
@@ -106,9 +107,14 @@ def test_microsoft_simmim_layout_loads_and_agrees_with_transformers(tmp_path: Pa
     theirs = perturb_(transformers.Swinv2ForMaskedImageModeling(hf_config(config))).eval()
     ours = Swinv2ForMaskedImageModeling(config)
     ours.load_hf_state_dict(theirs.state_dict())
-    simmim = {}
-    for key, tensor in ours.state_dict().items():  # the SimMIM release keeps the encoder under `encoder.`
-        simmim[key.replace("swinv2.", "encoder.", 1)] = tensor
+    state = ours.state_dict()
+    encoder = {k.removeprefix("swinv2."): v for k, v in state.items() if k.startswith("swinv2.")}
+    official = transformers_encoder_to_official(encoder)  # the release's names: patch_embed, layers, attn.qkv ...
+    assert official.unmatched == []
+    # the SimMIM release keeps the encoder under `encoder.`, the decoder as it is
+    simmim = {"encoder." + k: v for k, v in official.tensors.items()}
+    simmim |= {k: v for k, v in state.items() if not k.startswith("swinv2.")}
+    assert sorted(k for k in simmim if not k.startswith("encoder.")) == ["decoder.0.bias", "decoder.0.weight"]
     simmim["encoder.layers.0.blocks.1.attn_mask"] = torch.zeros(64, 64, 64)
     torch.save({"model": simmim}, tmp_path / "simmim.pth")
 

@@ -16,8 +16,8 @@ from timm.models.swin_transformer_v2 import SwinTransformerV2
 
 from helpers import BASE_SHAPED, TINY_SHAPED, image_batch, timm_model
 from swinv2 import Swinv2Config, Swinv2ForImageClassification
-from swinv2.convert import from_timm, to_timm
 from swinv2.io.checkpoints import load_into_model
+from swinv2.io.keymaps import TIMM, from_transformers, to_transformers
 
 ATOL = 1e-5
 
@@ -40,7 +40,9 @@ def _twins(fields: dict[str, Any], num_classes: int = 7) -> tuple[SwinTransforme
     config = Swinv2Config(**fields, num_labels=num_classes, drop_path_rate=0.0)
     theirs = timm_model(config)
     ours = Swinv2ForImageClassification(config).eval()
-    load_into_model(ours, from_timm(theirs.state_dict()), source="timm")
+    converted = to_transformers(theirs.state_dict(), TIMM)
+    assert converted.unmatched == []
+    load_into_model(ours, converted.tensors, source="timm")
     return theirs, ours
 
 
@@ -54,7 +56,7 @@ def test_logits_and_stage_features_match(fields: dict[str, Any], size: tuple[int
         expected_stages = theirs.forward_intermediates(x, intermediates_only=True)  # NCHW, stage outputs
         logits = ours(x).logits
         tokens = ours.swinv2(x).last_hidden_state
-        before_merge = ours.swinv2.encode(x).before_merge
+        before_merge = ours.swinv2.encoder(*ours.swinv2.embeddings(x)).before_merge
     torch.testing.assert_close(logits, expected_logits, atol=ATOL, rtol=0)
     B, H, W, C = expected_features.shape
     torch.testing.assert_close(tokens, expected_features.reshape(B, H * W, C), atol=ATOL, rtol=0)
@@ -69,7 +71,9 @@ def test_state_dict_round_trips_into_timm_strictly() -> None:
     fresh = SwinTransformerV2(
         img_size=256, embed_dim=96, depths=(1, 1, 2, 1), num_heads=(3, 6, 12, 24), window_size=8, num_classes=7
     ).eval()
-    fresh.load_state_dict(to_timm(ours.state_dict()), strict=True)
+    converted = from_transformers(ours.state_dict(), TIMM)
+    assert converted.unmatched == []
+    fresh.load_state_dict(converted.tensors, strict=True)
     x = image_batch(1, 256, 256)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), theirs(x), atol=ATOL, rtol=0)
@@ -83,7 +87,7 @@ def test_timm_differs_where_it_rolls_before_padding() -> None:
 
     theirs, ours = _twins(dict(TINY_SHAPED, image_size=256, window_size=8))
     reference = transformers.Swinv2ForImageClassification(hf_config(ours.config)).eval()
-    reference.load_state_dict(ours.hf_state_dict())
+    reference.load_state_dict(ours.state_dict())
     x = image_batch(2, 288, 288)
     with torch.no_grad():
         ours_logits = ours(x).logits

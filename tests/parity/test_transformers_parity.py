@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import swinv2
-from helpers import BASE_SHAPED, TINY_SHAPED, hf_config, hf_twins, image_batch
+from helpers import BASE_SHAPED, TINY_SHAPED, hf_config, hf_twins, image_batch, perturb_
 from swinv2 import Swinv2Config
 
 ATOL = 1e-5
@@ -152,7 +152,7 @@ def test_gradients_match_in_train_mode() -> None:
     theirs(x, labels=labels).loss.backward()
     ours(x, labels=labels).loss.backward()
     expected = {k: p.grad for k, p in theirs.named_parameters()}
-    actual = ours.to_hf_names({k: p.grad for k, p in ours.named_parameters()})
+    actual = {k: p.grad for k, p in ours.named_parameters()}  # our names are transformers'
     assert set(actual) == set(expected)
     for key, grad in expected.items():
         scale = grad.abs().max().clamp_min(1e-12)
@@ -178,6 +178,57 @@ def test_directories_round_trip_both_ways(cls_name: str, tmp_path: Any) -> None:
         reference = theirs(x).to_tuple()
         _close(ours(x).to_tuple(), reference)
         _close(back(x).to_tuple(), reference)
+
+
+CLASS_NAMES = ["Swinv2Model", "Swinv2ForImageClassification", "Swinv2ForMaskedImageModeling", "Swinv2Backbone"]
+
+
+def _state_dict_config(**extra: Any) -> Swinv2Config:
+    fields = dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), image_size=64, window_size=4, encoder_stride=8)
+    return _config(fields, num_labels=3, out_features=["stem", "stage1", "stage2"], **extra)
+
+
+@pytest.mark.parametrize("cls_name", CLASS_NAMES)
+def test_state_dicts_load_strictly_both_ways_with_equal_outputs(cls_name: str) -> None:
+    """Our state_dict() loads into transformers' class of the same config with strict=True, and theirs
+    into ours (plain `load_state_dict`, no renaming), and the outputs are then equal."""
+    config = _state_dict_config()
+    torch.manual_seed(0)
+    ours = perturb_(getattr(swinv2, cls_name)(config), seed=3).eval()
+    theirs = getattr(transformers, cls_name)(hf_config(config)).eval()
+    assert set(theirs.state_dict()) == set(ours.state_dict())
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = image_batch(2, 64, 64)
+    with torch.no_grad():
+        _close(ours(x).to_tuple(), theirs(x).to_tuple())
+
+    torch.manual_seed(1)
+    source = perturb_(getattr(transformers, cls_name)(hf_config(config)), seed=4).eval()
+    target = getattr(swinv2, cls_name)(config).eval()
+    target.load_state_dict(source.state_dict(), strict=True)
+    for key, tensor in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[key], tensor, atol=0, rtol=0)
+    with torch.no_grad():
+        _close(target(x).to_tuple(), source(x).to_tuple())
+
+
+@pytest.mark.parametrize("cls_name", CLASS_NAMES)
+def test_absolute_position_table_state_dicts_load_strictly_both_ways(cls_name: str) -> None:
+    """With `use_absolute_embeddings` too (no forward to compare: transformers' crashes, its issue #37161),
+    the (1, L+1, C) table and every other tensor load strictly both ways and arrive unchanged."""
+    config = _state_dict_config(use_absolute_embeddings=True)
+    torch.manual_seed(0)
+    ours = perturb_(getattr(swinv2, cls_name)(config), seed=5)
+    theirs = getattr(transformers, cls_name)(hf_config(config))
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    back = getattr(swinv2, cls_name)(config)
+    back.load_state_dict(theirs.state_dict(), strict=True)
+    expected = ours.state_dict()
+    assert set(theirs.state_dict()) == set(back.state_dict()) == set(expected)
+    assert any(k.endswith("embeddings.position_embeddings") for k in expected)
+    for key, tensor in expected.items():
+        torch.testing.assert_close(theirs.state_dict()[key], tensor, atol=0, rtol=0)
+        torch.testing.assert_close(back.state_dict()[key], tensor, atol=0, rtol=0)
 
 
 def test_unsaved_config_keys_survive_a_round_trip(tmp_path: Any) -> None:

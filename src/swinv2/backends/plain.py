@@ -36,6 +36,11 @@ def plain() -> Iterator[None]:
         _STATE.plain = previous
 
 
+def plain_requested() -> bool:
+    """Inside `plain()`."""
+    return bool(getattr(_STATE, "plain", False))
+
+
 def transformed(x: torch.Tensor) -> bool:
     """Whether `x` is seen through a `torch.func` transform (jvp, vmap, grad) or carries a forward-mode
     tangent. (False while `torch.compile` traces: it cannot trace the check, and it differentiates the
@@ -52,7 +57,7 @@ def tracing() -> bool:
     """Inside `plain()`, or while `torch.compile` / `torch.export` / `torch.jit.trace` trace."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # type: ignore[attr-defined]  # not in __all__
         return True
-    return getattr(_STATE, "plain", False)
+    return plain_requested()
 
 
 def plain_ops_required(x: torch.Tensor) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from swinv2.backends.plain import transformed
+from swinv2.backends.plain import plain_requested, transformed
 from swinv2.layers.windows import GridWindows, window_partition
 
 
@@ -93,14 +93,14 @@ def _gather(x: torch.Tensor, index: torch.Tensor, zero: torch.Tensor | None) -> 
 
 def to_windows(x: torch.Tensor, order: WindowOrder) -> torch.Tensor:
     """(B, H*W, C) grid tokens -> (B, nW*N, C) window slots (padding slots zero)."""
-    if torch.is_grad_enabled() and x.requires_grad and not transformed(x):
+    if torch.is_grad_enabled() and x.requires_grad and not (transformed(x) or plain_requested()):
         return _GatherTokens.apply(x, order.to_windows, order.to_grid, order.pad_slots, None)
     return _gather(x, order.to_windows, order.pad_slots)
 
 
 def to_grid(windows: torch.Tensor, order: WindowOrder) -> torch.Tensor:
     """(B, nW*N, C) window slots -> (B, H*W, C) grid tokens (padding dropped); inverse of `to_windows`."""
-    if torch.is_grad_enabled() and windows.requires_grad and not transformed(windows):
+    if torch.is_grad_enabled() and windows.requires_grad and not (transformed(windows) or plain_requested()):
         return _GatherTokens.apply(windows, order.to_grid, order.to_windows, None, order.pad_slots)
     return _gather(windows, order.to_grid, None)
 
@@ -113,7 +113,8 @@ class GatherWindows:
         key = f"gather-order-{shift}"
         order = layout.extras.get(key)
         if order is None:
-            order = window_order(layout.grid, layout.window, shift, layout.device)
+            with torch.inference_mode(False):  # plain tensors, reusable outside inference mode
+                order = window_order(layout.grid, layout.window, shift, layout.device)
             if not torch.compiler.is_compiling():  # under compile the layout is rebuilt per trace anyway
                 layout.extras[key] = order
         return order

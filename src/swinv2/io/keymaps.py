@@ -183,6 +183,7 @@ def to_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Converted
         encoder, rest = _split_prefix(state, _SIMMIM_ENCODER)
         head: dict[str, torch.Tensor] = {k: v for k, v in rest.items() if not _DERIVED.search(k)}
         converted = official_encoder_to_transformers(encoder)
+        converted.unmatched = [_SIMMIM_ENCODER + k for k in converted.unmatched]  # as named in the file
     elif layout in _HEADS:
         official_head, encoder = _split_prefix(state, _HEADS[layout])
         head = {_CLASSIFIER + k: v for k, v in official_head.items()}
@@ -199,6 +200,7 @@ def from_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Convert
         raise ValueError(f"only classifiers convert to a {', '.join(_HEADS)} layout; got {layout!r}")
     encoder, rest = _split_prefix(state, HEAD_PREFIX)
     converted = transformers_encoder_to_official(encoder, merge_shift=-1 if layout == TIMM else 0)
+    converted.unmatched = [HEAD_PREFIX + k for k in converted.unmatched]  # as named in the model
     for key, tensor in rest.items():
         if key.startswith(_CLASSIFIER):
             converted.tensors[_HEADS[layout] + key.removeprefix(_CLASSIFIER)] = tensor

@@ -96,24 +96,29 @@ class Swinv2PreTrainedModel(nn.Module):
         """`nn.Module.train`; entering training mode also gives back the backends' packed inference
         weights, which training would only leave behind, stale."""
         if mode:
-            release_caches(self.parameters())
+            self._release_derived()
         return super().train(mode)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """`nn.Module.load_state_dict`, after giving back the packed weights: their weak references would
         block `torch.utils.swap_tensors` (used when `torch.__future__` asks loads to swap parameters)."""
-        release_caches(self.parameters())
+        self._release_derived()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
         # `.to()`, `.cuda()`, `.half()`...: give the packs back, with the memory they hold and the weak
         # references that would block swapping the parameters
-        release_caches(self.parameters())
+        self._release_derived()
         return super()._apply(fn, recurse)
 
     def clear_caches(self) -> None:
         """Forget all cached inference terms and packed weights: needed after writes to the parameters that
         PyTorch cannot see (through `.data`, numpy or DLPack); it also gives back the packed weights' memory."""
+        self._release_derived()
+
+    def _release_derived(self) -> None:
+        """Drop everything derived from the parameters: the modules' cached terms (with the fused
+        projections, whose packs go with them) and the backends' packs of the parameters themselves."""
         for module in self.modules():
             clear = getattr(module, "clear_cache", None)
             if callable(clear):
@@ -183,7 +188,7 @@ class Swinv2PreTrainedModel(nn.Module):
                 report.unused.append(key)
         if report.unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
-        release_caches(self.parameters())
+        self._release_derived()
         return load_into_model(
             self,
             mapped,

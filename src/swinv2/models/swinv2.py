@@ -665,6 +665,8 @@ def init_encoder_weights(module: nn.Module, std: float) -> None:
         elif isinstance(part, Swinv2Embeddings):
             if part.position_embeddings is not None:
                 trunc_normal_(part.position_embeddings, std)
+                with torch.no_grad():
+                    part.position_embeddings[:, 0].zero_()  # transformers' unused leading row
             if part.mask_token is not None:
                 nn.init.zeros_(part.mask_token)
 

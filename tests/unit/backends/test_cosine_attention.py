@@ -1,6 +1,6 @@
-"""`swinv2.cosine_attention`: the fp32 "auto" attention with its hand-written backward.
+"""`swinv2.backends.cosine_attention`: the fp32 "auto" attention with its hand-written backward.
 
-Forward: bit for bit the op-for-op reference (`WindowAttention._explicit_attention`'s arithmetic).
+Forward: bit for bit the op-for-op reference (`swinv2.models.swinv2.eager_attention`'s arithmetic).
 Backward: `gradcheck` in float64 (finite differences), and fp32 gradients as close to a float64
 reference as autograd's own through the reference ops.
 """
@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swinv2 import cosine_attention
-from swinv2.cosine_attention import window_attention
-from swinv2.layers import MASKED
+from swinv2.backends import cosine_attention
+from swinv2.backends.cosine_attention import window_attention
+from swinv2.layers.windows import MASKED
 
 # (windows, tokens per window, heads, head dim, bias windows): several images' windows with a shift
 # mask (bias windows 4 of 8), one image, a plain bias shared by all windows, a window size that is not

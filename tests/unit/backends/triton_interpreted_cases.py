@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import image_batch, perturb_, tiny_config
-from swinv2 import Swinv2ForImageClassification, Swinv2Model, triton_attention
+from swinv2 import Swinv2ForImageClassification, Swinv2Model
+from swinv2.backends import triton_attention
 
 pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
@@ -242,7 +243,7 @@ def test_model_trains_through_the_kernel_with_eager_gradients(interpreted: list[
     model.set_attn_implementation("eager")
     expected = gradients()
     assert actual.keys() == expected.keys()
-    for name, grad in expected.items():  # every parameter: qkv, biases, logit scale, position-bias MLP
+    for name, grad in expected.items():  # every parameter: query/key/value, biases, logit scale, position-bias MLP
         scale = grad.abs().max().clamp_min(1e-12)
         assert (actual[name] - grad).abs().max() <= 1e-4 * scale, name  # as the parity tests' gradients
 

@@ -356,7 +356,8 @@ def test_strict_load_lists_every_problem_at_once(saved_classifier, tmp_path):
     saved, _ = saved_classifier
     torch.testing.assert_close(model.classifier.weight, saved.classifier.weight, rtol=0, atol=0)
     torch.testing.assert_close(
-        model.swinv2.layers[1].blocks[0].norm2.weight, saved.swinv2.layers[1].blocks[0].norm2.weight
+        model.swinv2.encoder.layers[1].blocks[0].layernorm_after.weight,
+        saved.swinv2.encoder.layers[1].blocks[0].layernorm_after.weight,
     )
 
 
@@ -395,10 +396,10 @@ def test_strict_load_missing_qkv_part(saved_classifier, tmp_path):
         Swinv2ForImageClassification.from_pretrained(directory)
     message = str(info.value)
     block = "swinv2.encoder.layers.0.blocks.1.attention.self."
-    # The fused weight is missing as a whole; it is named by its three parts in the file's naming.
-    assert f"1 missing: {block}query.weight | {block}key.weight | {block}value.weight" in message
-    # The orphaned query and value weights are reported as unexpected, under their names in the file.
-    assert f"2 unexpected: {block}query.weight, {block}value.weight" in message
+    # The projections are separate parameters (transformers' names): the one absent is missing, by its name.
+    assert f"1 missing: {block}key.weight" in message
+    # Its siblings in the file have a place in the model: nothing is unexpected.
+    assert " unexpected: " not in message
 
 
 def test_new_num_labels_needs_ignore_mismatched_sizes(saved_classifier):
@@ -446,8 +447,8 @@ def test_classification_checkpoint_into_backbone(saved_classifier):
         "swinv2.layernorm.bias",
         "swinv2.layernorm.weight",
     ]
-    expected = {k: v for k, v in saved.swinv2.state_dict().items() if not k.startswith("norm.")}
-    _assert_same_tensors(dict(model.swinv2.state_dict()), expected)
+    expected = {k: v for k, v in saved.swinv2.state_dict().items() if not k.startswith("layernorm.")}
+    _assert_same_tensors(dict(model.state_dict()), expected)
     x = image_batch(2, 64, 64)
     with torch.no_grad():
         maps = model(x).feature_maps
@@ -471,7 +472,7 @@ def test_base_checkpoint_into_classifier_strict_lists_classifier(tmp_path):
 def test_pickle_checkpoint_directory_loads(saved_classifier, tmp_path):
     saved, source = saved_classifier
     (tmp_path / "config.json").write_bytes((source / "config.json").read_bytes())
-    torch.save(saved.hf_state_dict(), tmp_path / "pytorch_model.bin")
+    torch.save(saved.state_dict(), tmp_path / "pytorch_model.bin")
     model = Swinv2ForImageClassification.from_pretrained(tmp_path)
     _assert_state_equal(model, saved)
 
@@ -479,7 +480,7 @@ def test_pickle_checkpoint_directory_loads(saved_classifier, tmp_path):
 def test_sharded_checkpoint_directory_loads(saved_classifier, tmp_path):
     saved, source = saved_classifier
     (tmp_path / "config.json").write_bytes((source / "config.json").read_bytes())
-    state = saved.hf_state_dict()
+    state = saved.state_dict()
     keys = sorted(state)
     halves = {
         "model-00001-of-00002.safetensors": keys[: len(keys) // 2],

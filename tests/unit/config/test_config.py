@@ -10,7 +10,7 @@ import pytest
 
 from helpers import tiny_config
 from swinv2 import Swinv2Config
-from swinv2.config import stage_geometry
+from swinv2.models.swinv2 import stage_windows
 
 # ------------------------------------------------------------------------------ validation rules
 
@@ -444,29 +444,29 @@ def test_from_dict_without_model_type_and_derived_keys_ignored():
     assert config.extra == {}
 
 
-# ---------------------------------------------------------------------------------- stage geometry
+# ---------------------------------------------------------------------------------- stage windows
 
 
-def test_stage_geometry_window16_at_256():
+def test_stage_windows_window16_at_256():
     config = Swinv2Config(image_size=256, patch_size=4, window_size=16)
     # Grids 64, 32, 16, 8: a stage whose grid is not larger than the window does not shift (16 -> 16
     # is such a stage), and the last stage's window is clamped to its grid of 8.
-    assert [stage_geometry(config, i) for i in range(4)] == [(16, 8), (16, 8), (16, 0), (8, 0)]
+    assert [stage_windows(config, i) for i in range(4)] == [(16, 8), (16, 8), (16, 0), (8, 0)]
 
 
-def test_stage_geometry_window8_at_256():
+def test_stage_windows_window8_at_256():
     config = Swinv2Config(image_size=256, patch_size=4, window_size=8)
-    assert [stage_geometry(config, i) for i in range(4)] == [(8, 4), (8, 4), (8, 4), (8, 0)]
+    assert [stage_windows(config, i) for i in range(4)] == [(8, 4), (8, 4), (8, 4), (8, 0)]
 
 
-def test_stage_geometry_tiny_and_clamp_to_one():
-    assert [stage_geometry(tiny_config(), i) for i in range(2)] == [(4, 2), (4, 2)]
+def test_stage_windows_tiny_and_clamp_to_one():
+    assert [stage_windows(tiny_config(), i) for i in range(2)] == [(4, 2), (4, 2)]
     small = Swinv2Config(image_size=8, patch_size=4, window_size=7)  # grid 2, 1, 0, 0
-    assert [stage_geometry(small, i) for i in range(4)] == [(2, 0), (1, 0), (1, 0), (1, 0)]
+    assert [stage_windows(small, i) for i in range(4)] == [(2, 0), (1, 0), (1, 0), (1, 0)]
 
 
 @pytest.mark.parametrize(("image_size", "window_size"), [(256, 16), (256, 8), (192, 12), (224, 7)])
-def test_stage_geometry_matches_transformers(image_size, window_size):
+def test_stage_windows_matches_transformers(image_size, window_size):
     import transformers
 
     reference = transformers.Swinv2Model(
@@ -476,4 +476,4 @@ def test_stage_geometry_matches_transformers(image_size, window_size):
     )
     expected = [(layer.blocks[1].window_size, layer.blocks[1].shift_size) for layer in reference.encoder.layers]
     config = Swinv2Config(image_size=image_size, window_size=window_size)
-    assert [stage_geometry(config, i) for i in range(4)] == expected
+    assert [stage_windows(config, i) for i in range(4)] == expected

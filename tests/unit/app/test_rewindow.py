@@ -19,8 +19,7 @@ from swinv2 import (
     Swinv2Model,
     rewindow,
 )
-from swinv2.config import stage_geometry
-from swinv2.models.swinv2 import WindowAttention
+from swinv2.models.swinv2 import Swinv2SelfAttention, stage_windows
 
 ATOL = 1e-5
 
@@ -45,7 +44,7 @@ def _source(fields: dict[str, Any], cls: type = Swinv2ForImageClassification, se
 
 
 def _stage_windows(config: Swinv2Config) -> tuple[int, ...]:
-    return tuple(stage_geometry(config, i)[0] for i in range(config.num_layers))
+    return tuple(stage_windows(config, i)[0] for i in range(config.num_layers))
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -86,11 +85,11 @@ def test_source_model_is_left_unchanged():
     config_before = source.config.to_dict()
     target = rewindow(source, image_size=96, window_size=6)
     with torch.no_grad():
-        target.swinv2.layers[0].blocks[0].attn.logit_scale.add_(1.0)  # editing the copy ...
+        target.swinv2.encoder.layers[0].blocks[0].attention.self.logit_scale.add_(1.0)  # editing the copy ...
         after = source(x).logits
     assert source.config.to_dict() == config_before  # ... changes neither the source's config
     assert torch.equal(after, before)  # ... nor its outputs
-    assert [stage.window for stage in source.swinv2.layers] == [4, 4]
+    assert [stage.windows.window for stage in source.swinv2.encoder.layers] == [4, 4]
 
 
 # ----------------------------------------------------------------------------- derived tables
@@ -106,7 +105,7 @@ def test_derived_tables_equal_a_fresh_build_of_the_new_config(fields, size, wind
     pairs = [
         (name, a, b)
         for (name, a), (_, b) in zip(target.named_modules(), fresh.named_modules(), strict=True)
-        if isinstance(a, WindowAttention)
+        if isinstance(a, Swinv2SelfAttention)
     ]
     assert len(pairs) == sum(config.depths)
     for name, ours, expected in pairs:
@@ -115,16 +114,33 @@ def test_derived_tables_equal_a_fresh_build_of_the_new_config(fields, size, wind
         assert torch.equal(ours.relative_position_index, expected.relative_position_index), name
         side = 2 * ours.window - 1
         assert ours.relative_coords_table.shape == (side, side, 2)
-    for i, (stage, expected) in enumerate(zip(target.swinv2.layers, fresh.swinv2.layers, strict=True)):
-        assert (stage.window, stage.shift) == (expected.window, expected.shift) == stage_geometry(config, i)
+    for i, (stage, expected) in enumerate(zip(target.swinv2.encoder.layers, fresh.swinv2.encoder.layers, strict=True)):
+        window, shift = stage_windows(config, i)
+        # the stage's layout shifts only when it has a shifted (odd) block
+        layout = (window, shift if len(stage.blocks) > 1 else 0)
+        assert (
+            (stage.windows.window, stage.windows.shift) == (expected.windows.window, expected.windows.shift) == layout
+        )
         assert [(b.window, b.shift) for b in stage.blocks] == [(b.window, b.shift) for b in expected.blocks]
+        assert [(b.window, b.shift) for b in stage.blocks] == [
+            (window, shift if j % 2 else 0) for j in range(len(stage.blocks))
+        ]
 
 
 def test_stage_geometry_after_rewindowing_to_384_window_24():
     """The 256/8 -> 384/24 transfer of the paper: grids 96, 48, 24, 12 give windows 24, 24, 24, 12."""
     target = rewindow(_source(CASES[3][1]), image_size=384, window_size=24)
-    assert [(s.window, s.shift) for s in target.swinv2.layers] == [(24, 12), (24, 12), (24, 0), (12, 0)]
-    assert [s.blocks[-1].attn.pretrained_window for s in target.swinv2.layers] == [8, 8, 8, 8]
+    layers = target.swinv2.encoder.layers
+    assert [stage_windows(target.config, i) for i in range(4)] == [(24, 12), (24, 12), (24, 0), (12, 0)]
+    assert [s.windows.window for s in layers] == [24, 24, 24, 12]
+    # depths (1, 1, 2, 1): only stage 3 has a second (shifted) block, and at 24 its window does not shift
+    assert [[(b.window, b.shift) for b in s.blocks] for s in layers] == [
+        [(24, 0)],
+        [(24, 0)],
+        [(24, 0), (24, 0)],
+        [(12, 0)],
+    ]
+    assert [s.blocks[-1].attention.self.pretrained_window for s in layers] == [8, 8, 8, 8]
 
 
 # ---------------------------------------------------------------------- pretrained windows
@@ -137,7 +153,7 @@ def test_zero_pretrained_windows_become_the_source_stage_windows(fields, size, w
     target = rewindow(source, image_size=size, window_size=window)
     expected = _stage_windows(source.config)
     assert target.config.pretrained_window_sizes == expected
-    assert [s.blocks[0].attn.pretrained_window for s in target.swinv2.layers] == list(expected)
+    assert [s.blocks[0].attention.self.pretrained_window for s in target.swinv2.encoder.layers] == list(expected)
 
 
 def test_stage_windows_of_a_clamped_source():
@@ -188,7 +204,7 @@ def test_matches_transformers_built_from_the_new_config(fields, size, window):
     """The re-windowed config means the same to transformers: same logits with the same tensors."""
     target = rewindow(_source(fields), image_size=size, window_size=window)
     reference = transformers.Swinv2ForImageClassification(hf_config(target.config)).eval()
-    reference.load_state_dict(target.hf_state_dict())
+    reference.load_state_dict(target.state_dict())
     x = image_batch(2, size, size)
     with torch.no_grad():
         torch.testing.assert_close(target(x).logits, reference(x).logits, atol=ATOL, rtol=0)
@@ -210,7 +226,7 @@ def test_masked_image_modeling_keeps_its_class_and_reconstructs_at_the_new_size(
     source = _source(CASES[0][1], cls=Swinv2ForMaskedImageModeling, encoder_stride=8)
     target = rewindow(source, image_size=96, window_size=6)
     assert type(target) is Swinv2ForMaskedImageModeling
-    torch.testing.assert_close(target.swinv2.mask_token, source.swinv2.mask_token, atol=0, rtol=0)
+    torch.testing.assert_close(target.swinv2.embeddings.mask_token, source.swinv2.embeddings.mask_token, atol=0, rtol=0)
     mask = torch.zeros(1, 24 * 24, dtype=torch.bool)
     mask[:, ::3] = True
     with torch.no_grad():
@@ -235,7 +251,7 @@ def test_dtype_is_kept(dtype):
     source = _source(CASES[0][1]).to(dtype)
     target = rewindow(source, image_size=96, window_size=6)
     assert {p.dtype for p in target.parameters()} == {dtype}
-    attn = target.swinv2.layers[0].blocks[0].attn
+    attn = target.swinv2.encoder.layers[0].blocks[0].attention.self
     assert attn.relative_coords_table.dtype == dtype
     assert attn.relative_position_index.dtype == torch.long
     for name, tensor in source.named_parameters():
@@ -266,20 +282,23 @@ def test_invalid_window_is_rejected_with_the_config_message():
 @pytest.mark.parametrize("size", [96, (96, 128), 32], ids=["96", "96x128", "32-smaller"])
 def test_absolute_table_is_resized_bicubically(cls, size):
     source = _source(CASES[0][1], cls=cls, use_absolute_embeddings=True)
-    encoder = source if cls is Swinv2Model else source.swinv2
-    table = encoder.absolute_pos_embed.detach()  # (1, 16*16, 16)
-    assert table.shape == (1, 256, 16)
+    embeddings = source.swinv2.embeddings if cls is Swinv2ForImageClassification else source.embeddings
+    table = embeddings.position_embeddings.detach()  # (1, 1 + 16*16, 16): transformers' unused row 0, then patches
+    assert table.shape == (1, 1 + 256, 16)
+    first, table = table[:, :1], table[:, 1:]
     h, w = (s // 4 for s in _hw(size))
     grid = table.reshape(1, 16, 16, 16).permute(0, 3, 1, 2)  # (1, C, 16, 16)
     resized = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)  # (1, C, h, w)
     expected = resized.permute(0, 2, 3, 1).reshape(1, h * w, 16)
 
     target = rewindow(source, image_size=size, window_size=6)
-    target_encoder = target if cls is Swinv2Model else target.swinv2
-    torch.testing.assert_close(target_encoder.absolute_pos_embed.detach(), expected, atol=0, rtol=0)
-    assert target_encoder.pos_embed_grid == (h, w)
+    target_embeddings = target.swinv2.embeddings if cls is Swinv2ForImageClassification else target.embeddings
+    resized_table = target_embeddings.position_embeddings.detach()  # (1, 1 + h*w, 16)
+    torch.testing.assert_close(resized_table[:, 1:], expected, atol=0, rtol=0)
+    torch.testing.assert_close(resized_table[:, :1], first, atol=0, rtol=0)  # the unused row is carried over
+    assert target_embeddings.patch_grid == (h, w)
     for name, tensor in source.named_parameters():
-        if not name.endswith("absolute_pos_embed"):
+        if not name.endswith("position_embeddings"):
             assert torch.equal(target.get_parameter(name), tensor), name
     with torch.no_grad():  # runs at the new size without interpolate_pos_encoding
         out = target(image_batch(1, *_hw(size)))
@@ -330,15 +349,14 @@ def test_there_and_back_again_gives_identical_outputs():
 
 @pytest.mark.parametrize(
     "options",
-    [dict(use_mask_token=True), dict(use_final_norm=False), dict(add_pooling_layer=False)],
-    ids=["mask-token", "no-final-norm", "no-pooling"],
+    [dict(use_mask_token=True), dict(add_pooling_layer=False)],
+    ids=["mask-token", "no-pooling"],
 )
 def test_base_model_options_are_kept(options):
     torch.manual_seed(0)
     source = perturb_(Swinv2Model(tiny_config(), **options)).eval()
     target = rewindow(source, image_size=96, window_size=6)
-    assert (target.mask_token is None) == (source.mask_token is None)
-    assert (target.norm is None) == (source.norm is None)
+    assert (target.embeddings.mask_token is None) == (source.embeddings.mask_token is None)
     assert target.add_pooling_layer == source.add_pooling_layer
     for name, param in source.named_parameters():
         torch.testing.assert_close(dict(target.named_parameters())[name], param, atol=0, rtol=0)

@@ -44,8 +44,8 @@ def test_kernel_compiles_for_the_gpu(kernel: str, arch: int, dtype: str, head_di
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from swinv2 import _triton_kernels
-    from swinv2.triton_attention import _Launch
+    from swinv2.backends import _triton_kernels
+    from swinv2.backends.triton_attention import _Launch
 
     function = getattr(_triton_kernels, kernel)
     names = function.arg_names
@@ -66,7 +66,7 @@ def test_kernel_compiles_for_the_gpu(kernel: str, arch: int, dtype: str, head_di
 
 
 def test_wrapper_refuses_what_the_kernels_do_not_take() -> None:
-    from swinv2 import triton_attention
+    from swinv2.backends import triton_attention
 
     bias, scale = torch.zeros(1, 2, 16, 16), torch.ones(2)
     with pytest.raises(ValueError, match="got float64 and 8"):

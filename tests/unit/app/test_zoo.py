@@ -10,10 +10,10 @@ import timm
 import torch
 from timm.models import get_pretrained_cfg
 
-import swinv2.layers as layers_module
+import swinv2.layers.weight_init as weight_init_module
 import swinv2.models.swinv2 as model_module
 from swinv2 import Swinv2ForImageClassification, Variant, get_variant, list_variants
-from swinv2.config import stage_geometry
+from swinv2.models.swinv2 import stage_windows
 
 # name -> (shape, window, size, pretrained window, pretrained size, suffix); parsed, not copied from the zoo
 NAME = re.compile(
@@ -50,7 +50,10 @@ def _summary(model: Swinv2ForImageClassification) -> Built:
         num_parameters=model.num_parameters(),
         classifier_shape=tuple(model.classifier.weight.shape),
         num_labels=model.config.num_labels,
-        blocks=[[(b.window, b.shift, b.attn.pretrained_window) for b in stage.blocks] for stage in model.swinv2.layers],
+        blocks=[
+            [(b.window, b.shift, b.attention.self.pretrained_window) for b in stage.blocks]
+            for stage in model.swinv2.encoder.layers
+        ],
     )
 
 
@@ -66,7 +69,7 @@ def models() -> dict[str, Built]:
         patch.setattr(model_module, "trunc_normal_init", lambda module, std: None)
         patch.setattr(model_module, "trunc_normal_", lambda tensor, std: tensor)
         built = {name: _summary(Swinv2ForImageClassification(get_variant(name).config())) for name in list_variants()}
-    assert model_module.trunc_normal_init is layers_module.trunc_normal_init  # restored for the other tests
+    assert model_module.trunc_normal_init is weight_init_module.trunc_normal_init  # restored for the other tests
     return built
 
 
@@ -144,7 +147,7 @@ def test_fine_tuned_variants_remember_the_pretraining_stage_windows(name):
     """(12, 12, 12, 6) are the windows of the 192 px / window 12 pre-training model, stage by stage."""
     parsed = _parse(name)
     pretraining = get_variant(f"swinv2-{parsed['shape']}-patch4-window12-192-22k").config()
-    expected = tuple(stage_geometry(pretraining, i)[0] for i in range(pretraining.num_layers))
+    expected = tuple(stage_windows(pretraining, i)[0] for i in range(pretraining.num_layers))
     assert expected == (12, 12, 12, 6)
     assert get_variant(name).config().pretrained_window_sizes == expected
 

@@ -1,4 +1,5 @@
-"""`swinv2.kernels`: the linear routes, the bf16-units probe, row-block inference, and both inside the model.
+"""`swinv2.backends.packed_linear`: the linear routes, the bf16-units probe, row-block inference, and both
+inside the model.
 
 Covers:
 - `linear`: fp32 inference with GELU goes through oneDNN (spied) and equals `F.gelu(F.linear(...))`;
@@ -49,8 +50,10 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
 from helpers import image_batch, perturb_, tiny_config
-from swinv2 import Swinv2Model, kernels
-from swinv2.models.swinv2 import AttentionTerms, WindowAttention
+from swinv2 import Swinv2Model
+from swinv2.backends import packed_linear
+from swinv2.models import registry
+from swinv2.models.swinv2 import AttentionTerms, Swinv2SelfAttention
 
 ATOL = 1e-5
 BF16_ONE_ROUNDING = dict(rtol=2**-7, atol=1e-6)
@@ -100,9 +103,9 @@ OnednnCall = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool, bool] 
 
 @pytest.fixture
 def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[OnednnCall]:
-    """Spy on `kernels._onednn_linear` (the only way into oneDNN): records its arguments, then delegates."""
+    """Spy on `packed_linear._onednn_linear` (the only way into oneDNN): records its arguments, then delegates."""
     calls: list[OnednnCall] = []
-    original = kernels._onednn_linear
+    original = packed_linear._onednn_linear
 
     def spy(
         x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool, round_weight: bool
@@ -110,21 +113,21 @@ def onednn_calls(monkeypatch: pytest.MonkeyPatch) -> list[OnednnCall]:
         calls.append((x, weight, bias, gelu, round_weight))
         return original(x, weight, bias, gelu, round_weight)
 
-    monkeypatch.setattr(kernels, "_onednn_linear", spy)
+    monkeypatch.setattr(packed_linear, "_onednn_linear", spy)
     return calls
 
 
 @pytest.fixture
 def mkl_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Spy on `kernels._mkl_packed_linear` (the only way into MKL's packed sgemm): records x, weight, bias."""
+    """Spy on `packed_linear._mkl_packed_linear` (the only way into MKL's packed sgemm): records x, weight, bias."""
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-    original = kernels._mkl_packed_linear
+    original = packed_linear._mkl_packed_linear
 
     def spy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         calls.append((x, weight, bias))
         return original(x, weight, bias)
 
-    monkeypatch.setattr(kernels, "_mkl_packed_linear", spy)
+    monkeypatch.setattr(packed_linear, "_mkl_packed_linear", spy)
     return calls
 
 
@@ -145,7 +148,7 @@ class _TorchCalls(TorchFunctionMode):
 
 
 def _bf16_units(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
-    monkeypatch.setattr(kernels, "cpu_has_bf16_units", lambda: present)
+    monkeypatch.setattr(packed_linear, "cpu_has_bf16_units", lambda: present)
 
 
 # ------------------------------------------------------------------------------ linear: fp32
@@ -154,11 +157,11 @@ def _bf16_units(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
 def test_fp32_linear_gelu_goes_through_onednn(context: str, bias: bool, onednn_calls: list[Any]) -> None:
     x, weight, b = _operands(bias)
     with NO_AUTOGRAD[context](), _TorchCalls() as torch_calls:
-        out = kernels.linear(x, weight, b, gelu=True)
+        out = packed_linear.linear(x, weight, b, gelu=True)
     assert len(onednn_calls) == 1 and onednn_calls[0][3] is True and onednn_calls[0][4] is False
     assert onednn_calls[0][0] is x and onednn_calls[0][1] is weight and onednn_calls[0][2] is b
     # oneDNN's fused op itself ran (or, in a torch build without it, the plain ops did)
-    assert torch_calls.onednn == kernels._onednn_linear_available()
+    assert torch_calls.onednn == packed_linear._onednn_linear_available()
     assert (F.linear in torch_calls.funcs) != torch_calls.onednn
     assert out.shape == (2, 37, 40) and out.dtype == torch.float32
     torch.testing.assert_close(out, _plain(x, weight, b, gelu=True), atol=ATOL, rtol=0)
@@ -180,22 +183,23 @@ def test_fp32_linear_without_gelu_routes_by_width_and_rows(
     sums are F.linear's (bit for bit where that was measured, AVX-512; at the model's widths 96, 192 and
     384 too); wider, MKL's packed sgemm runs, within ATOL. For a vector, a transposed x or fewer rows
     the linear is F.linear itself."""
-    for inputs in (24, 96, 192, kernels.ONEDNN_SAME_SUM_K, kernels.ONEDNN_SAME_SUM_K + 1, 768, 3072):
+    for inputs in (24, 96, 192, packed_linear.ONEDNN_SAME_SUM_K, packed_linear.ONEDNN_SAME_SUM_K + 1, 768, 3072):
         generator = torch.Generator().manual_seed(inputs)
         x = torch.randn(3, 70, inputs, generator=generator)
         weight = torch.randn(50, inputs, generator=generator) / inputs**0.5
         b = torch.randn(50, generator=generator) if bias else None
         # rows; as many as the packed routes need; fewer (MKL's small-matrix routines); a vector; a transposed matrix
-        few = kernels.PACKED_MIN_ROWS
+        few = packed_linear.PACKED_MIN_ROWS
         for rows in (x, x[0, :few], x[0, : few - 1], x[0, 0], x[0].t().contiguous().t()):
             onednn_calls.clear()
             mkl_calls.clear()
             with NO_AUTOGRAD[context]():
-                out = kernels.linear(rows, weight, b)
+                out = packed_linear.linear(rows, weight, b)
                 expected = F.linear(rows, weight, b)
             many_rows = rows.dim() >= 2 and rows.is_contiguous() and rows.numel() >= few * inputs
-            takes_onednn = inputs <= kernels.ONEDNN_SAME_SUM_K and many_rows
-            takes_mkl = inputs > kernels.ONEDNN_SAME_SUM_K and many_rows and kernels._mkl_packed_linear_available()
+            takes_onednn = inputs <= packed_linear.ONEDNN_SAME_SUM_K and many_rows
+            mkl_built = packed_linear._mkl_packed_linear_available()
+            takes_mkl = inputs > packed_linear.ONEDNN_SAME_SUM_K and many_rows and mkl_built
             assert (len(onednn_calls), len(mkl_calls)) == (int(takes_onednn), int(takes_mkl)), (inputs, rows.shape)
             if takes_mkl or (takes_onednn and not _avx512()):
                 torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
@@ -207,7 +211,7 @@ def test_fp32_linear_without_gelu_routes_by_width_and_rows(
 def test_other_dtypes_outside_autocast_are_plain(dtype: torch.dtype, onednn_calls: list[Any]) -> None:
     x, weight, b = (t.to(dtype) for t in _operands())
     with torch.no_grad():
-        out = kernels.linear(x, weight, b, gelu=True)
+        out = packed_linear.linear(x, weight, b, gelu=True)
         expected = _plain(x, weight, b, gelu=True)
     assert not onednn_calls
     assert out.dtype == dtype and torch.equal(out, expected)
@@ -221,7 +225,7 @@ def test_autograd_takes_the_plain_ops_with_identical_gradients(
     operands = dict(zip(("x", "weight", "bias"), _operands(), strict=True))
     grad_out = torch.randn(2, 37, 40, generator=torch.Generator().manual_seed(1))
     results, grads = [], []
-    for function in (kernels.linear, _plain):
+    for function in (packed_linear.linear, _plain):
         leaves = {name: t.clone().requires_grad_(name == needs_grad) for name, t in operands.items()}
         out = function(leaves["x"], leaves["weight"], leaves["bias"], gelu)
         out.backward(grad_out)
@@ -238,12 +242,12 @@ def test_autograd_takes_the_plain_ops_with_identical_gradients(
 def test_fallback_without_the_onednn_op_is_the_plain_ops(
     route: str, bias: bool, monkeypatch: pytest.MonkeyPatch, onednn_calls: list[Any]
 ) -> None:
-    monkeypatch.setattr(kernels, "_onednn_linear_available", lambda: False)
+    monkeypatch.setattr(packed_linear, "_onednn_linear_available", lambda: False)
     _bf16_units(monkeypatch, False)
     x, weight, b = _operands(bias)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=route == "bf16-on-fp32")
     with torch.no_grad(), autocast, _TorchCalls() as torch_calls:
-        out = kernels.linear(x, weight, b, gelu=True)
+        out = packed_linear.linear(x, weight, b, gelu=True)
     # bf16: F.linear on rounded operands, exactly
     reference = _plain if route == "fp32" else _bf16_definition
     expected = reference(x, weight, b, gelu=True)
@@ -259,12 +263,12 @@ def test_wide_linear_is_f_linear_without_mkl_or_with_autograd(
 ) -> None:
     """The MKL route needs a torch built with MKL and no autograd; otherwise the linear is F.linear itself."""
     if not mkl:
-        monkeypatch.setattr(kernels, "_mkl_packed_linear_available", lambda: False)
-    elif not kernels._mkl_packed_linear_available():
+        monkeypatch.setattr(packed_linear, "_mkl_packed_linear_available", lambda: False)
+    elif not packed_linear._mkl_packed_linear_available():
         pytest.skip("this torch build has no MKL")
     module, x = _route_module("mkl"), _route_input("mkl")
     module.requires_grad_(needs_grad)
-    out = kernels.linear(x, module.weight, module.bias)
+    out = packed_linear.linear(x, module.weight, module.bias)
     assert len(mkl_calls) == int(mkl and not needs_grad)
     if not mkl_calls:
         assert torch.equal(out, F.linear(x, module.weight, module.bias))
@@ -279,7 +283,7 @@ def test_bf16_autocast_without_bf16_units_rounds_operands_on_fp32_units(
     x, weight, b = _operands(bias)
     _bf16_units(monkeypatch, False)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = kernels.linear(x, weight, b, gelu=gelu)
+        out = packed_linear.linear(x, weight, b, gelu=gelu)
     _bf16_units(monkeypatch, True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         native = _plain(x, weight, b, gelu)
@@ -310,7 +314,7 @@ def test_bf16_autocast_with_bf16_units_is_native_autocast(
     x, weight, b = _operands(bias)
     _bf16_units(monkeypatch, True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = kernels.linear(x, weight, b, gelu=gelu)
+        out = packed_linear.linear(x, weight, b, gelu=gelu)
         expected = _plain(x, weight, b, gelu)
     assert not onednn_calls
     assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
@@ -323,7 +327,7 @@ def test_bf16_autocast_with_autograd_is_native_autocast(
     _bf16_units(monkeypatch, False)
     x.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = kernels.linear(x, weight, b, gelu=True)
+        out = packed_linear.linear(x, weight, b, gelu=True)
         expected = _plain(x, weight, b, gelu=True)
     assert not onednn_calls
     assert out.dtype == torch.bfloat16 and out.requires_grad and torch.equal(out, expected)
@@ -334,32 +338,32 @@ def test_fp16_autocast_is_native_autocast(gelu: bool, monkeypatch: pytest.Monkey
     x, weight, b = _operands()
     _bf16_units(monkeypatch, False)  # the bf16 route is for bf16 only, even where it would apply
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
-        out = kernels.linear(x, weight, b, gelu=gelu)
+        out = packed_linear.linear(x, weight, b, gelu=gelu)
         expected = _plain(x, weight, b, gelu)
     assert not onednn_calls
     assert out.dtype == torch.float16 and torch.equal(out, expected)
 
 
 # ------------------------------------------------------------------------------ packed weights
-needs_onednn = pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN")
+needs_onednn = pytest.mark.skipif(not packed_linear._onednn_linear_available(), reason="this torch build has no oneDNN")
 
 
-needs_mkl = pytest.mark.skipif(not kernels._mkl_packed_linear_available(), reason="this torch build has no MKL")
+needs_mkl = pytest.mark.skipif(not packed_linear._mkl_packed_linear_available(), reason="this torch build has no MKL")
 
-Packing = tuple[torch.Tensor, Any]  # the weight and its kernels._Layout
+Packing = tuple[torch.Tensor, Any]  # the weight and its packed_linear._Layout
 
 
 @pytest.fixture
 def packs(monkeypatch: pytest.MonkeyPatch) -> list[Packing]:
-    """Spy on `kernels._pack`: records the (weight, layout) of every packing."""
+    """Spy on `packed_linear._pack`: records the (weight, layout) of every packing."""
     made: list[Packing] = []
-    original = kernels._pack
+    original = packed_linear._pack
 
     def spy(weight: torch.Tensor, layout: Any) -> torch.Tensor:
         made.append((weight, layout))
         return original(weight, layout)
 
-    monkeypatch.setattr(kernels, "_pack", spy)
+    monkeypatch.setattr(packed_linear, "_pack", spy)
     return made
 
 
@@ -385,9 +389,9 @@ def _route_input(route: str, rows: int = 37) -> torch.Tensor:
 
 
 def _route_run(module: torch.nn.Linear, x: torch.Tensor, route: str, fast: bool = True) -> torch.Tensor:
-    """The route's linear of `module` by `kernels.linear` (or, not `fast`, by the plain ops), without autograd."""
+    """The route's linear of `module` by `packed_linear.linear` (or, not `fast`, by the plain ops), without autograd."""
     with torch.no_grad():
-        return (kernels.linear if fast else _plain)(x, module.weight, module.bias, PACKED_ROUTES[route][1])
+        return (packed_linear.linear if fast else _plain)(x, module.weight, module.bias, PACKED_ROUTES[route][1])
 
 
 @pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
@@ -440,11 +444,11 @@ def test_mkl_packs_are_kept_for_two_row_counts_per_weight(packs: list[Packing], 
         torch.testing.assert_close(
             _route_run(module, x, "mkl"), _route_run(module, x, "mkl", fast=False), atol=ATOL, rtol=0
         )
-    assert kernels.MKL_ROW_COUNTS_PER_WEIGHT == 2
+    assert packed_linear.MKL_ROW_COUNTS_PER_WEIGHT == 2
     # 2 images x rows: 74 was used after 100, so 100 went when 120 came (first in, first out would
     # have dropped 74 and packed it again)
     assert [layout.rows for _, layout in packs] == [74, 100, 120]
-    assert sorted(layout.rows for layout in kernels._PACKS[module.weight]) == [74, 120]
+    assert sorted(layout.rows for layout in packed_linear._PACKS[module.weight]) == [74, 120]
     assert len(mkl_calls) == 6
 
 
@@ -452,8 +456,8 @@ def test_mkl_packs_are_kept_for_two_row_counts_per_weight(packs: list[Packing], 
 def test_the_packed_weight_is_what_multiplies(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The packed kernels multiply by the pack, not by the weight passed beside it (MKL's op falls
     back to the weight for another row count): a pack of twice the weight doubles the product."""
-    original = kernels._pack
-    monkeypatch.setattr(kernels, "_pack", lambda weight, layout: original(2 * weight, layout))
+    original = packed_linear._pack
+    monkeypatch.setattr(packed_linear, "_pack", lambda weight, layout: original(2 * weight, layout))
     module, x = _route_module(route), _route_input(route)
     with torch.no_grad():
         doubled = torch.nn.Linear(module.in_features, module.out_features)
@@ -485,7 +489,7 @@ def test_what_the_packed_kernels_cannot_take_is_f_linear(
     x, weight, bias = BAD_FOR_THE_PACKED_KERNELS[case](module, x)
     gelu = PACKED_ROUTES[route][1]
     with torch.no_grad():
-        out = kernels.linear(x, weight, bias, gelu)
+        out = packed_linear.linear(x, weight, bias, gelu)
         expected = _plain(x, weight, bias, gelu)
     assert not mkl_calls
     assert not onednn_calls or (route == "onednn" and case == "transposed weight")  # oneDNN takes any weight
@@ -508,8 +512,8 @@ def test_writes_pytorch_cannot_see_need_forget_packed(through: str, packs: list[
         module.weight.data.mul_(1.5)
     else:
         module.weight.detach().numpy()[:] *= 1.5
-    kernels.forget_packed(module.parameters())
-    assert module.weight not in kernels._PACKS
+    packed_linear.forget_packed(module.parameters())
+    assert module.weight not in packed_linear._PACKS
     after = _route_run(module, x, "onednn")
     assert len(packs) == 2 and (after - before).abs().max() > 1e-2
     torch.testing.assert_close(after, _route_run(module, x, "onednn", fast=False), atol=ATOL, rtol=0)
@@ -519,12 +523,12 @@ def test_writes_pytorch_cannot_see_need_forget_packed(through: str, packs: list[
 def test_a_pack_goes_with_its_weight() -> None:
     module = _route_module("onednn")
     _route_run(module, _route_input("onednn"), "onednn")
-    assert module.weight in kernels._PACKS
+    assert module.weight in packed_linear._PACKS
     gc.collect()  # other tests' dead weights leave first
-    alive = len(kernels._PACKS)
+    alive = len(packed_linear._PACKS)
     del module
     gc.collect()
-    assert len(kernels._PACKS) == alive - 1
+    assert len(packed_linear._PACKS) == alive - 1
 
 
 @needs_onednn
@@ -542,7 +546,8 @@ def test_fp32_and_rounded_packs_of_one_weight_alternate_correctly(
             rounded = _route_run(module, x, "onednn")
         expected = _bf16_definition(x, module.weight.detach(), module.bias.detach(), gelu=True)
         torch.testing.assert_close(rounded.float(), expected.float(), **BF16_ONE_ROUNDING)
-    assert [layout for _, layout in packs] == [kernels.ONEDNN, kernels.ONEDNN_ROUNDED]  # one per route, reused
+    # one per route, reused
+    assert [layout for _, layout in packs] == [packed_linear.ONEDNN, packed_linear.ONEDNN_ROUNDED]
 
 
 @pytest.mark.parametrize("route", PACKED_ROUTE_PARAMS)
@@ -554,7 +559,7 @@ def test_an_inference_tensor_weight_is_not_packed(route: str, packs: list[Packin
         frozen = torch.nn.Linear(module.in_features, module.out_features)
         frozen.load_state_dict(module.state_dict())
         out = _route_run(frozen, x, route)
-    assert frozen.weight.is_inference() and frozen.weight not in kernels._PACKS and not packs and not mkl_calls
+    assert frozen.weight.is_inference() and frozen.weight not in packed_linear._PACKS and not packs and not mkl_calls
     expected = _route_run(module, x, route, fast=False)
     if route == "mkl":
         assert torch.equal(out, expected)
@@ -578,7 +583,7 @@ def test_an_inference_tensor_weight_on_the_rounded_route(monkeypatch: pytest.Mon
     x, weight, b = _operands()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         frozen = weight.clone()
-        out = kernels.linear(x, frozen, b, gelu=True)
+        out = packed_linear.linear(x, frozen, b, gelu=True)
     assert not packs
     torch.testing.assert_close(out.float(), _bf16_definition(x, weight, b, gelu=True).float(), **BF16_ONE_ROUNDING)
 
@@ -593,7 +598,7 @@ def test_jit_trace_records_the_plain_ops(onednn_calls: list[Any]) -> None:
             self.linear = _route_module("onednn")
 
         def forward(self, rows: torch.Tensor) -> torch.Tensor:
-            return kernels.linear(rows, self.linear.weight, self.linear.bias, gelu=True)
+            return packed_linear.linear(rows, self.linear.weight, self.linear.bias, gelu=True)
 
     fused = Fused()
     module = fused.linear
@@ -611,9 +616,9 @@ def test_jit_trace_records_the_plain_ops(onednn_calls: list[Any]) -> None:
 @pytest.fixture
 def fresh_probe() -> Iterator[None]:
     """`cpu_has_bf16_units` is cached: start and end each test with an empty cache."""
-    kernels.cpu_has_bf16_units.cache_clear()
+    packed_linear.cpu_has_bf16_units.cache_clear()
     yield
-    kernels.cpu_has_bf16_units.cache_clear()
+    packed_linear.cpu_has_bf16_units.cache_clear()
 
 
 def _fake_path(content: str | OSError, opened: list[str]) -> type:
@@ -638,9 +643,9 @@ CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx5
 @pytest.mark.parametrize("machine", ["aarch64", "arm64", "ppc64le"])
 def test_non_x86_counts_as_having_bf16_units(machine: str, fresh_probe: None, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(kernels.platform, "machine", lambda: machine)
-    monkeypatch.setattr(kernels, "Path", _fake_path(CPUINFO.format(extra=""), opened))
-    assert kernels.cpu_has_bf16_units() is True
+    monkeypatch.setattr(packed_linear.platform, "machine", lambda: machine)
+    monkeypatch.setattr(packed_linear, "Path", _fake_path(CPUINFO.format(extra=""), opened))
+    assert packed_linear.cpu_has_bf16_units() is True
     assert opened == []  # decided by the architecture alone
 
 
@@ -659,26 +664,33 @@ def test_x86_reads_the_cpu_flags(
     machine: str, extra: str, expected: bool, fresh_probe: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(kernels.platform, "machine", lambda: machine)
-    monkeypatch.setattr(kernels, "Path", _fake_path(CPUINFO.format(extra=extra), opened))
-    assert kernels.cpu_has_bf16_units() is expected
-    assert kernels.cpu_has_bf16_units() is expected
+    monkeypatch.setattr(packed_linear.platform, "machine", lambda: machine)
+    monkeypatch.setattr(packed_linear, "Path", _fake_path(CPUINFO.format(extra=extra), opened))
+    assert packed_linear.cpu_has_bf16_units() is expected
+    assert packed_linear.cpu_has_bf16_units() is expected
     assert opened == ["/proc/cpuinfo"]  # read once, then cached
 
 
 def test_unreadable_cpuinfo_counts_as_having_bf16_units(fresh_probe: None, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(kernels, "Path", _fake_path(PermissionError("no /proc here"), opened))
-    assert kernels.cpu_has_bf16_units() is True
+    monkeypatch.setattr(packed_linear.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(packed_linear, "Path", _fake_path(PermissionError("no /proc here"), opened))
+    assert packed_linear.cpu_has_bf16_units() is True
     assert opened == ["/proc/cpuinfo"]
 
 
 # ------------------------------------------------------------------------------ in_row_chunks
-def _recording_fn(calls: list[tuple[int, int]]) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """A row-wise fn, (R, 3) -> (R, 2) float64, whose output depends on `start`; records (rows, start)."""
+def _start(rows: torch.Tensor) -> int:
+    """Where a block of rows starts in the (contiguous, unoffset) input it is a view of."""
+    return rows.storage_offset() // max(rows.stride(0), 1)
 
-    def fn(rows: torch.Tensor, start: int) -> torch.Tensor:
+
+def _recording_fn(calls: list[tuple[int, int]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A row-wise fn, (R, 3) -> (R, 2) float64, whose output depends on where its rows start in the input
+    (`_start`); records (rows, start)."""
+
+    def fn(rows: torch.Tensor) -> torch.Tensor:
+        start = _start(rows)
         calls.append((rows.shape[0], start))
         index = torch.arange(start, start + rows.shape[0], dtype=torch.float64, device=rows.device)
         return torch.stack((rows.double().sum(-1), index), dim=-1)
@@ -709,52 +721,52 @@ def _rows(total: int) -> torch.Tensor:
 def test_in_row_chunks_blocks(
     total: int, bytes_per_row: int, align: int, blocks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kernels, "CHUNK_BYTES", 100)
+    monkeypatch.setattr(packed_linear, "CHUNK_BYTES", 100)
     x = _rows(total)
     calls: list[tuple[int, int]] = []
     fn = _recording_fn(calls)
     with torch.no_grad():
-        out = kernels.in_row_chunks(fn, x, bytes_per_row, align=align)
+        out = packed_linear.in_row_chunks(fn, x, bytes_per_row, align=align)
     starts = [sum(blocks[:i]) for i in range(len(blocks))]
     assert calls == list(zip(blocks, starts, strict=True))  # in order, covering every row once
     assert all(size % align == 0 for size in blocks[:-1])
-    expected = fn(x, 0)
+    expected = fn(x)
     assert out.dtype == expected.dtype == torch.float64 and torch.equal(out, expected)
 
 
 def test_in_row_chunks_in_inference_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "CHUNK_BYTES", 100)
+    monkeypatch.setattr(packed_linear, "CHUNK_BYTES", 100)
     x = _rows(23)
     calls: list[tuple[int, int]] = []
     with torch.inference_mode():
-        out = kernels.in_row_chunks(_recording_fn(calls), x, 8, align=5)
+        out = packed_linear.in_row_chunks(_recording_fn(calls), x, 8, align=5)
     assert calls == [(10, 0), (10, 10), (3, 20)]
-    assert torch.equal(out, _recording_fn([])(x, 0))
+    assert torch.equal(out, _recording_fn([])(x))
 
 
 @pytest.mark.parametrize("case", ["grad-mode", "requires-grad", "meta-device", "jit-trace"])
 def test_in_row_chunks_calls_fn_once_with_autograd_or_off_the_cpu(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "CHUNK_BYTES", 100)
+    monkeypatch.setattr(packed_linear, "CHUNK_BYTES", 100)
     x = _rows(23)
     calls: list[tuple[int, int]] = []
     fn = _recording_fn(calls)
     if case == "grad-mode":  # autograd on, nothing requires grad
         with torch.enable_grad():
-            out = kernels.in_row_chunks(fn, x, 8)
+            out = packed_linear.in_row_chunks(fn, x, 8)
     elif case == "requires-grad":
         x.requires_grad_(True)
         with torch.enable_grad():
-            out = kernels.in_row_chunks(fn, x, 8)
+            out = packed_linear.in_row_chunks(fn, x, 8)
         out.sum().backward()
         assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
     elif case == "meta-device":
         with torch.no_grad():
-            out = kernels.in_row_chunks(fn, x.to("meta"), 8)
+            out = packed_linear.in_row_chunks(fn, x.to("meta"), 8)
     else:  # a trace of blocks would replay this size's loop for any input
         with torch.no_grad():
-            traced = torch.jit.trace(lambda rows: kernels.in_row_chunks(fn, rows, 8), x, check_trace=False)
+            traced = torch.jit.trace(lambda rows: packed_linear.in_row_chunks(fn, rows, 8), x, check_trace=False)
             longer = _rows(31)
-            assert torch.equal(traced(longer), _recording_fn([])(longer, 0))
+            assert torch.equal(traced(longer), _recording_fn([])(longer))
             out = traced(x)
     assert calls[0] == (23, 0) and len(calls) == 1
     assert out.shape == (23, 2)
@@ -770,21 +782,27 @@ class _ChunkCall:
 
 @pytest.fixture
 def chunk_log(monkeypatch: pytest.MonkeyPatch) -> list[_ChunkCall]:
-    """Spy on `kernels.in_row_chunks` as the model calls it: the blocks of every call."""
+    """Spy on `packed_linear.in_row_chunks` as the model calls it (the `row_blocks` of the registered
+    "auto", "sdpa" and "triton" backends): the blocks of every call."""
     log: list[_ChunkCall] = []
-    original = kernels.in_row_chunks
+    original = packed_linear.in_row_chunks
 
-    def spy(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, bytes_per_row: int, align: int = 1):
+    def spy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bytes_per_row: int, align: int = 1):
         call = _ChunkCall(x.shape[0], align, [])
         log.append(call)
 
-        def recorded(rows: torch.Tensor, start: int) -> torch.Tensor:
+        def recorded(rows: torch.Tensor) -> torch.Tensor:
+            assert rows.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # a block of x
+            start = (rows.storage_offset() - x.storage_offset()) // x.stride(0)
             call.blocks.append((rows.shape[0], start))
-            return fn(rows, start)
+            return fn(rows)
 
         return original(recorded, x, bytes_per_row, align)
 
-    monkeypatch.setattr(kernels, "in_row_chunks", spy)
+    for name in ("auto", "sdpa", "triton"):
+        backend = registry.get_backend(name)
+        assert backend.row_blocks is original
+        monkeypatch.setitem(registry._BACKENDS, name, dataclasses.replace(backend, row_blocks=spy))
     return log
 
 
@@ -841,7 +859,7 @@ def test_chunked_model_matches_unchunked_and_eager(
     assert len(chunk_log) == 8 and all(len(call.blocks) == 1 for call in chunk_log)  # 4 blocks x (attn, MLP)
 
     chunk_log.clear()
-    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(packed_linear, "CHUNK_BYTES", chunk_bytes)
     chunked = _run(model, x)
     assert len(chunk_log) == 8
     for call in chunk_log:
@@ -866,16 +884,16 @@ def test_chunked_model_comparison_detects_a_misplaced_window_bias(
     model.set_attn_implementation("eager")
     eager = _run(model, x)
 
-    original = WindowAttention.attention_terms
+    original = Swinv2SelfAttention.terms
 
     def rolled(
-        self: WindowAttention, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype
+        self: Swinv2SelfAttention, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype
     ) -> AttentionTerms:
         terms = original(self, mask, mask_key, dtype)
         return dataclasses.replace(terms, bias=terms.bias.roll(1, dims=0)) if terms.bias.shape[0] > 1 else terms
 
-    monkeypatch.setattr(WindowAttention, "attention_terms", rolled)
-    monkeypatch.setattr(kernels, "CHUNK_BYTES", 40_000)
+    monkeypatch.setattr(Swinv2SelfAttention, "terms", rolled)
+    monkeypatch.setattr(packed_linear, "CHUNK_BYTES", 40_000)
     model.set_attn_implementation(implementation)
     assert (_run(model, x) - eager).abs().max() > 0.5
 

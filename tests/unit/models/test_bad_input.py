@@ -142,7 +142,7 @@ def test_bool_masked_pos_changes_the_output_with_a_mask_token():
     torch.manual_seed(0)
     model = Swinv2Model(tiny_config(), use_mask_token=True).eval()
     with torch.no_grad():
-        model.mask_token.fill_(3.0)
+        model.embeddings.mask_token.fill_(3.0)
     x = image_batch(1, 64, 64)
     mask = torch.zeros(1, 256, dtype=torch.bool)
     unmasked = _run(model, x, bool_masked_pos=mask).last_hidden_state
@@ -170,7 +170,7 @@ def test_absolute_embeddings_need_interpolation_for_other_sizes(cls):
 def test_absolute_embeddings_interpolation_runs_and_is_identity_at_own_size():
     model = _build(Swinv2Model, use_absolute_embeddings=True)
     with torch.no_grad():
-        model.absolute_pos_embed.normal_(std=1.0, generator=torch.Generator().manual_seed(0))
+        model.embeddings.position_embeddings.normal_(std=1.0, generator=torch.Generator().manual_seed(0))
     x = image_batch(2, 64, 64)
     plain = _run(model, x).last_hidden_state
     torch.testing.assert_close(_run(model, x, interpolate_pos_encoding=True).last_hidden_state, plain)
@@ -180,7 +180,7 @@ def test_absolute_embeddings_interpolation_runs_and_is_identity_at_own_size():
     assert torch.isfinite(small).all()
     # The interpolated table is really added: zeroing it changes the output.
     with torch.no_grad():
-        model.absolute_pos_embed.zero_()
+        model.embeddings.position_embeddings.zero_()
     assert not torch.allclose(
         _run(model, image_batch(2, 32, 48), interpolate_pos_encoding=True).last_hidden_state, small
     )

@@ -1,5 +1,6 @@
-"""`swinv2.layers.Mlp`: the training path with the hand-written backward (`_GeluMlp`) against the
-plain modules, bit for bit, and where it steps aside."""
+"""`swinv2.backends.mlp.fast_mlp`: the training path with the hand-written backward (`_GeluMlp`)
+against the eager MLP (`swinv2.models.swinv2.eager_mlp`, the plain modules), bit for bit, and where
+it steps aside."""
 
 from __future__ import annotations
 
@@ -7,23 +8,45 @@ import pytest
 import torch
 
 from helpers import count_forwards
-from swinv2.layers import Mlp, _GeluMlp
+from swinv2.backends.mlp import _GeluMlp
+from swinv2.models.registry import get_backend
+from swinv2.models.swinv2 import BlockOptions, Swinv2Block
+
+# The MLP's parameters in a block: intermediate.dense (fc1) and output.dense (fc2).
+FC1, FC2 = "intermediate.dense", "output.dense"
 
 
-def _pair(act: str = "gelu") -> tuple[Mlp, Mlp]:
-    """A fast-path MLP and an "eager" one (plain modules) with the same weights."""
+def _block(act: str, implementation: str) -> Swinv2Block:
+    """A block of width 12 whose MLP is 12 -> 48 -> 12 with activation `act`."""
+    options = BlockOptions(mlp_ratio=4.0, hidden_act=act, implementation=implementation)
+    return Swinv2Block(12, 2, 2, options=options)
+
+
+def _pair(act: str = "gelu") -> tuple[Swinv2Block, Swinv2Block]:
+    """A fast-path ("auto") block and an "eager" one (plain modules) with the same weights."""
     torch.manual_seed(0)
-    fast = Mlp(12, 48, act, 0.0)
-    eager = Mlp(12, 48, act, 0.0, implementation="eager")
+    fast = _block(act, "auto")
+    eager = _block(act, "eager")
     eager.load_state_dict(fast.state_dict())
     return fast, eager
 
 
-def _train(mlp: Mlp, x: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+def _mlp(block: Swinv2Block, x: torch.Tensor) -> torch.Tensor:
+    """The block's MLP as its backend runs it (`fast_mlp` for "auto", `eager_mlp` for "eager")."""
+    return get_backend(block.implementation).mlp(block, x)
+
+
+def _mlp_parameters(block: Swinv2Block) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in block.named_parameters() if name.startswith((FC1, FC2))}
+
+
+def _train(
+    block: Swinv2Block, x: torch.Tensor, grad_out: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
     x = x.detach().clone().requires_grad_(x.requires_grad)
-    out = mlp(x)
+    out = _mlp(block, x)
     out.backward(grad_out)
-    grads = {name: p.grad for name, p in mlp.named_parameters()}
+    grads = {name: p.grad for name, p in _mlp_parameters(block).items()}
     grads["x"] = x.grad
     return out.detach(), grads
 
@@ -53,14 +76,14 @@ def test_training_gradients_are_autograds_bit_for_bit(
 
 def test_frozen_weights_get_no_gradient() -> None:
     fast, eager = _pair()
-    for mlp in (fast, eager):
-        mlp.fc1.requires_grad_(False)
+    for block in (fast, eager):
+        block.intermediate.dense.requires_grad_(False)
     x = torch.randn(3, 12, requires_grad=True)
     grad_out = torch.randn(3, 12)
     _, grads = _train(fast, x, grad_out)
     _, expected = _train(eager, x, grad_out)
-    assert grads["fc1.weight"] is None and grads["fc1.bias"] is None
-    for name in ("x", "fc2.weight", "fc2.bias"):
+    assert grads[f"{FC1}.weight"] is None and grads[f"{FC1}.bias"] is None
+    for name in ("x", f"{FC2}.weight", f"{FC2}.bias"):
         assert torch.equal(grads[name], expected[name]), name
 
 
@@ -68,13 +91,13 @@ def test_frozen_weights_get_no_gradient() -> None:
 def test_plain_ops_where_it_does_not_apply(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(monkeypatch)
     fast, eager = _pair("gelu_new" if case == "other-activation" else "gelu")
-    mlp = eager if case == "eager" else fast
+    block = eager if case == "eager" else fast
     x = torch.randn(4, 12, requires_grad=True)
     with (
         torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"),
         torch.set_grad_enabled(case != "no-grad"),
     ):
-        out = mlp(x)
+        out = _mlp(block, x)
     assert out.shape == (4, 12) and out.requires_grad == (case != "no-grad")
     assert calls == {"mlp": 0}
 
@@ -82,17 +105,17 @@ def test_plain_ops_where_it_does_not_apply(case: str, monkeypatch: pytest.Monkey
 def test_double_backward_is_refused_clearly() -> None:
     fast, _ = _pair()
     x = torch.randn(3, 12, requires_grad=True)
-    (grad,) = torch.autograd.grad(fast(x).square().sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad(_mlp(fast, x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiate twice"):
         grad.sum().backward()
 
 
-@pytest.mark.parametrize("trained", ["x", "fc1.bias", "fc2.weight"])
+@pytest.mark.parametrize("trained", ["x", f"{FC1}.bias", f"{FC2}.weight"])
 def test_any_one_trained_tensor_takes_the_node(trained: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(monkeypatch)
     fast, eager = _pair()
-    for mlp in (fast, eager):
-        for name, p in mlp.named_parameters():
+    for block in (fast, eager):
+        for name, p in block.named_parameters():
             p.requires_grad_(name == trained)
     x = torch.randn(3, 12, requires_grad=trained == "x")
     grad_out = torch.randn(3, 12)
@@ -115,12 +138,13 @@ def test_autocast_training_is_autocasts_bit_for_bit(dtype: torch.dtype, monkeypa
     x = torch.randn(2, 7, 12, generator=generator, requires_grad=True)
     grad_out = torch.randn(2, 7, 12, generator=generator)
     results = []
-    for mlp in (fast, eager):
+    for block in (fast, eager):
         leaf = x.detach().clone().requires_grad_()
         with torch.autocast("cpu", dtype=dtype):
-            out = mlp(leaf)
+            out = _mlp(block, leaf)
         out.backward(grad_out.to(dtype))  # outside autocast, as recommended
-        results.append((out.detach(), {**{n: p.grad for n, p in mlp.named_parameters()}, "x": leaf.grad}))
+        grads = {n: p.grad for n, p in _mlp_parameters(block).items()}
+        results.append((out.detach(), {**grads, "x": leaf.grad}))
     assert calls == {"mlp": 1}
     (out, grads), (expected_out, expected) = results
     assert out.dtype == expected_out.dtype == dtype and torch.equal(out, expected_out)

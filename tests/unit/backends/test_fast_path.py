@@ -20,10 +20,13 @@ import transformers
 from torch.autograd import forward_ad
 
 from helpers import TINY, TINY_SHAPED, count_forwards, hf_config, image_batch, natural_images, perturb_, tiny_config
-from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model, cosine_attention, kernels
+from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2Model
+from swinv2.backends import cosine_attention, packed_linear
+from swinv2.backends.mlp import _GeluMlp
+from swinv2.backends.window_gather import GatherWindows, window_order
 from swinv2.io.checkpoints import read_state_dict
-from swinv2.layers import _GeluMlp, shifted_window_mask, window_order
-from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, WindowAttention
+from swinv2.layers.windows import GridWindows, shifted_window_mask
+from swinv2.models.swinv2 import AttentionTerms, Swinv2Attention, Swinv2Block, Swinv2SelfAttention
 
 ATOL = 1e-5
 EXACT = dict(atol=0.0, rtol=0.0)
@@ -71,15 +74,17 @@ def _packing_model(seed: int = 0) -> Swinv2Model:
 
 
 def _packed_libraries(model: torch.nn.Module) -> set[str]:
-    """Which packed routes hold packs of `model`'s weights."""
-    return {layout.library for p in model.parameters() for layout in kernels._PACKS.get(p, {})}
+    """Which packed routes hold packs of `model`'s weights: its parameters and the fused query/key/value
+    weights (`AttentionTerms.qkv_weight`) its attentions keep."""
+    weights = [*model.parameters(), *(terms.qkv_weight for terms in _cached_terms(model))]
+    return {layout.library for w in weights for layout in packed_linear._PACKS.get(w, {})}
 
 
 BOTH_PACKED_ROUTES = {
     name
     for name, available in (
-        ("onednn", kernels._onednn_linear_available()),
-        ("mkl", kernels._mkl_packed_linear_available()),
+        ("onednn", packed_linear._onednn_linear_available()),
+        ("mkl", packed_linear._mkl_packed_linear_available()),
     )
     if available
 }
@@ -90,18 +95,19 @@ def _run(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x).last_hidden_state
 
 
-def _attentions(model: torch.nn.Module) -> list[WindowAttention]:
-    return [m for m in model.modules() if isinstance(m, WindowAttention)]
+def _attentions(model: torch.nn.Module) -> list[Swinv2SelfAttention]:
+    """Every attention's `Swinv2SelfAttention` (the module that owns the terms and their cache)."""
+    return [m for m in model.modules() if isinstance(m, Swinv2SelfAttention)]
 
 
-def _uncached_terms(attn: WindowAttention, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype):
+def _uncached_terms(attn: Swinv2SelfAttention, mask: torch.Tensor | None, mask_key: object, dtype: torch.dtype):
     return attn._compute_terms(mask, dtype)
 
 
 def _disable_cache(model: torch.nn.Module) -> None:
     """Make every attention recompute its terms on each call (the reference for the cached path)."""
     for attn in _attentions(model):
-        attn.attention_terms = partial(_uncached_terms, attn)
+        attn.terms = partial(_uncached_terms, attn)
 
 
 def _cached_terms(model: torch.nn.Module) -> list[AttentionTerms]:
@@ -121,7 +127,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_sdpa_matches_eager_and_transformers(fields: dict[str, Any], size: tuple[int, int]) -> None:
     ours = _model(Swinv2Config(**fields, drop_path_rate=0.0))
     theirs = transformers.Swinv2Model(hf_config(ours.config)).eval()
-    theirs.load_state_dict(ours.hf_state_dict())
+    theirs.load_state_dict(ours.state_dict())
     x = image_batch(2, *size)
     with torch.no_grad():
         expected = theirs(x)
@@ -162,7 +168,7 @@ def node_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def test_auto_trains_like_eager_in_fp32(node_calls: dict[str, int]) -> None:
-    """auto's training forward is eager's bit for bit; its own backward (`swinv2.cosine_attention`)
+    """auto's training forward is eager's bit for bit; its own backward (`swinv2.backends.cosine_attention`)
     gives gradients as close to a float64 model's as eager's autograd."""
     x = image_batch(2, 64, 64)
     outputs, grads = {}, {}
@@ -251,7 +257,7 @@ def test_cache_is_filled_and_reused() -> None:
     terms = _cached_terms(model)
     assert all(len(attn._cache) == 1 for attn in _attentions(model))
     for block in (m for m in model.modules() if isinstance(m, Swinv2Block)):
-        (key,) = block.attn._cache
+        (key,) = block.attention.self._cache
         assert key[1] == torch.float32
         assert (key[0] is None) == (block.shift == 0)
     second = _run(model, x)
@@ -262,15 +268,17 @@ def test_cache_is_filled_and_reused() -> None:
 @pytest.mark.parametrize(
     "modify",
     [
-        lambda attn: attn.cpb_mlp[0].weight.add_(0.1),
-        lambda attn: attn.cpb_mlp[0].bias.add_(0.1),
-        lambda attn: attn.cpb_mlp[2].weight.add_(0.1),
+        lambda attn: attn.continuous_position_bias_mlp[0].weight.add_(0.1),
+        lambda attn: attn.continuous_position_bias_mlp[0].bias.add_(0.1),
+        lambda attn: attn.continuous_position_bias_mlp[2].weight.add_(0.1),
         lambda attn: attn.logit_scale.add_(0.5),
-        lambda attn: attn.q_bias.add_(0.1),
-        lambda attn: attn.v_bias.add_(0.1),
-        lambda attn: attn.cpb_mlp[0].weight.copy_(torch.randn_like(attn.cpb_mlp[0].weight)),
+        lambda attn: attn.query.bias.add_(0.1),
+        lambda attn: attn.value.bias.add_(0.1),
+        lambda attn: attn.continuous_position_bias_mlp[0].weight.copy_(
+            torch.randn_like(attn.continuous_position_bias_mlp[0].weight)
+        ),
     ],
-    ids=["cpb0.weight", "cpb0.bias", "cpb2.weight", "logit_scale", "q_bias", "v_bias", "copy_"],
+    ids=["cpb0.weight", "cpb0.bias", "cpb2.weight", "logit_scale", "query.bias", "value.bias", "copy_"],
 )
 def test_in_place_parameter_change_invalidates_the_cache(modify: Any) -> None:
     model = _model()
@@ -284,7 +292,17 @@ def test_in_place_parameter_change_invalidates_the_cache(modify: Any) -> None:
     assert _max_diff(after, before) > 1e-3
 
 
-@pytest.mark.parametrize("linear", ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"])
+@pytest.mark.parametrize(
+    "linear",
+    [
+        "attention.self.query",  # the three are packed fused, as the cached terms' qkv_weight
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ],
+)
 def test_in_place_linear_weight_change_reaches_the_packed_weights(linear: str) -> None:
     model = _packing_model()
     x = image_batch(2, 64, 64)
@@ -292,7 +310,13 @@ def test_in_place_linear_weight_change_reaches_the_packed_weights(linear: str) -
     assert _packed_libraries(model) == BOTH_PACKED_ROUTES
     with torch.no_grad():
         for block in (m for m in model.modules() if isinstance(m, Swinv2Block)):
-            block.get_submodule(linear).weight.mul_(1.25)
+            weight = block.get_submodule(linear).weight
+            if linear.endswith("key"):
+                # keys have no bias and are normalised: scaling the whole weight changes nothing, so
+                # scale its input columns unevenly instead
+                weight.mul_(torch.linspace(1.0, 1.5, weight.shape[1]))
+            else:
+                weight.mul_(1.25)
     after = _run(model, x)
     torch.testing.assert_close(after, _run(_cold_copy(model), x), **EXACT)
     assert _max_diff(after, before) > 1e-3
@@ -356,7 +380,15 @@ def _attention_grads(model: torch.nn.Module) -> list[torch.Tensor | None]:
     return [
         p.grad
         for attn in _attentions(model)
-        for p in (*attn.cpb_mlp.parameters(), attn.logit_scale, attn.q_bias, attn.v_bias)
+        for p in (
+            *attn.continuous_position_bias_mlp.parameters(),
+            attn.logit_scale,
+            attn.query.weight,  # the projections' weights feed the terms' fused qkv_weight
+            attn.key.weight,
+            attn.value.weight,
+            attn.query.bias,
+            attn.value.bias,
+        )
     ]
 
 
@@ -427,29 +459,41 @@ def test_alternating_input_sizes() -> None:
 
 
 def test_window_layouts_are_cached_per_stage_and_replaced_by_a_new_size() -> None:
+    """Each stage's `WindowLayout` keeps the `GridWindows` of the last grid it saw (padded grid, shift
+    mask, mask key), and the gather orders of "auto" are kept in that `GridWindows.extras`."""
     model = _model()
-    stages = list(model.layers)
+    stages = list(model.encoder.layers)
     cpu = torch.device("cpu")
 
-    def check(grids: list[tuple[int, int]], padded: list[tuple[int, int]]) -> None:
-        assert [list(s._layouts) for s in stages] == [[(grid, cpu)] for grid in grids]
+    def check(grids: list[tuple[int, int]], padded: list[tuple[int, int]]) -> list[GridWindows]:
+        layouts = []
         for stage, grid, pad in zip(stages, grids, padded, strict=True):
-            layout = stage._layouts[(grid, cpu)]
-            assert layout.mask_key == (pad, cpu)
+            assert (stage.windows.window, stage.windows.shift) == (4, 2)
+            layout = stage.windows.for_grid(grid, cpu)  # the cached one: the run below filled its extras
+            assert (layout.grid, layout.padded, layout.window, layout.shift) == (grid, pad, 4, 2)
+            assert layout.key == (pad, cpu)
             expected = shifted_window_mask(pad, 4, 2, device=cpu, dtype=torch.float32)
             torch.testing.assert_close(layout.mask, expected, **EXACT)
-            for order, shift in ((layout.plain, 0), (layout.shifted, 2)):
+            assert len(layout.extras) == 2  # the plain and the shifted blocks' gather orders
+            for shift in (0, 2):
+                order = GatherWindows._order(layout, shift)
+                assert any(order is kept for kept in layout.extras.values())
                 reference = window_order(grid, 4, shift)
                 assert torch.equal(order.to_windows, reference.to_windows)
                 assert torch.equal(order.to_grid, reference.to_grid)
+            layouts.append(layout)
+        return layouts
 
     _run(model, image_batch(1, 64, 64))  # token grids 16x16 and 8x8, window 4, shift 2
-    check([(16, 16), (8, 8)], [(16, 16), (8, 8)])
-    layouts = [s._layouts[k] for s in stages for k in s._layouts]
+    layouts = check([(16, 16), (8, 8)], [(16, 16), (8, 8)])
     _run(model, image_batch(1, 64, 64))
-    assert all(a is b for a, b in zip(layouts, [s._layouts[k] for s in stages for k in s._layouts], strict=True))
+    assert all(s.windows.for_grid(g, cpu) is a for s, g, a in zip(stages, [(16, 16), (8, 8)], layouts, strict=True))
     _run(model, image_batch(1, 72, 56))  # grids 18x14 -> padded 20x16, then 9x7 -> padded 12x8
-    check([(18, 14), (9, 7)], [(20, 16), (12, 8)])
+    replaced = check([(18, 14), (9, 7)], [(20, 16), (12, 8)])
+    assert all(a is not b for a, b in zip(layouts, replaced, strict=True))
+    # only the last grid is kept: the first size's layouts are built afresh (no extras yet)
+    again = [s.windows.for_grid(g, cpu) for s, g in zip(stages, [(16, 16), (8, 8)], strict=True)]
+    assert all(a is not b and not a.extras for a, b in zip(again, layouts, strict=True))
 
 
 # ------------------------------------------------------------------------------ torch.compile
@@ -587,7 +631,9 @@ def test_gradient_checkpointing_recomputes_blocks_and_keeps_gradients() -> None:
         torch.testing.assert_close(again[key], grad, atol=1e-6, rtol=0, msg=key)
 
 
-@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
+@pytest.mark.skipif(
+    not packed_linear._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed"
+)
 def test_writes_through_data_need_clear_caches() -> None:
     """`param.data` bypasses PyTorch's version counter, so the caches cannot see it; clear_caches() can.
     It also gives back the packed linear weights."""
@@ -595,9 +641,10 @@ def test_writes_through_data_need_clear_caches() -> None:
     x = image_batch(1, 64, 64)
     before = _run(model, x)
     assert _packed_libraries(model) == BOTH_PACKED_ROUTES
-    model.layers[0].blocks[1].attn.logit_scale.data.add_(0.5)
-    model.layers[0].blocks[0].mlp.fc2.weight.data.mul_(1.25)  # packed for MKL
-    model.layers[0].blocks[1].mlp.fc1.weight.data.mul_(1.25)  # packed for oneDNN
+    model.encoder.layers[0].blocks[1].attention.self.logit_scale.data.add_(0.5)
+    model.encoder.layers[0].blocks[0].output.dense.weight.data.mul_(1.25)  # packed for MKL
+    model.encoder.layers[0].blocks[1].intermediate.dense.weight.data.mul_(1.25)  # packed for oneDNN
+    model.encoder.layers[1].blocks[0].attention.self.value.weight.data.mul_(1.25)  # in the fused qkv_weight
     model.clear_caches()
     assert not _packed_libraries(model)
     after = _run(model, x)
@@ -616,7 +663,9 @@ def test_a_warm_model_deep_copies_and_pickles(tmp_path: Path) -> None:
     assert torch.equal(_run(twin, x), expected) and torch.equal(_run(loaded, x), expected)
 
 
-@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
+@pytest.mark.skipif(
+    not packed_linear._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed"
+)
 def test_loading_by_swapping_parameters_into_a_warm_model() -> None:
     """With `torch.__future__`'s swap on conversion, loads swap the parameter tensors, which a weak
     reference (the packs') would block: `load_state_dict` gives the packs back first."""
@@ -633,7 +682,9 @@ def test_loading_by_swapping_parameters_into_a_warm_model() -> None:
     torch.testing.assert_close(_run(model, x), _run(other, x), **EXACT)
 
 
-@pytest.mark.skipif(not kernels._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed")
+@pytest.mark.skipif(
+    not packed_linear._onednn_linear_available(), reason="this torch build has no oneDNN: nothing is packed"
+)
 @pytest.mark.parametrize("how", ["train()", ".to(float64)"])
 def test_training_mode_and_moves_give_the_packs_back(how: str) -> None:
     """Training would leave the packs stale and a move would leave them behind: both drop them."""
@@ -677,6 +728,6 @@ def test_set_attn_implementation_leaves_other_models_of_the_same_config_alone() 
     first.set_attn_implementation("sdpa")
     assert first.config.attn_implementation == "sdpa"
     assert second.config.attn_implementation == config.attn_implementation == "auto"
-    assert {a.implementation for a in _attentions(second)} == {"auto"}
+    assert {a.implementation for a in second.modules() if isinstance(a, Swinv2Attention)} == {"auto"}
     with pytest.raises(ValueError, match="attn_implementation 'flash' is not one of"):
         first.set_attn_implementation("flash")
