@@ -167,9 +167,9 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor,
     scale = scale.to(qkv.dtype)  # as the reference scales its scores
     if torch.is_grad_enabled() and any(t.requires_grad for t in (qkv, bias, scale)):
         return _CosineWindowAttention.apply(qkv, bias, scale, num_heads)
-    # Inference: each buffer is let go as soon as it is used, so later ones reuse its memory (the tiny
-    # model's inference peak at batch 8: 147 instead of 168 MB above the resident model). On CPython
-    # 3.11+ `del qkv` frees the projection's output when the caller passed it straight in.
+    # Inference: each buffer is let go as soon as it is used, so later ones reuse its memory (a lower
+    # inference peak). On CPython 3.11+ `del qkv` frees the projection's output when the caller passed
+    # it straight in.
     q_unit, k_unit, v, _, _ = _unit_heads(qkv, num_heads)
     del qkv
     probs = _probabilities(q_unit, k_unit, bias, scale)

@@ -21,8 +21,8 @@ class _GeluMlp(torch.autograd.Function):
     """fc2(gelu(fc1(x))) on (R, C) rows for training, with gradients bit for bit autograd's.
 
     Two (R, hidden) tensors fewer than autograd's graph, the block's largest: the activation is not
-    kept for fc2's weight gradient but recomputed from the saved pre-activation (one GELU pass; the
-    tiny model's training peak drops by ~12% on the CPU at the same speed), and the backward writes
+    kept for fc2's weight gradient but recomputed from the saved pre-activation (one GELU pass, for a
+    lower training peak at the same speed), and the backward writes
     fc2's input gradient over the recomputed activation once it is used, and the GELU's gradient over
     that, instead of allocating new tensors (fresh buffers this size cost page faults on the CPU).
     Under autocast it computes in the autocast dtype, casting its inputs as autocast casts a linear's

@@ -391,7 +391,7 @@ class Swinv2Block(nn.Module):
         backend = get_backend(self.implementation)
         moves = backend.window_moves
         if moves is None:
-            x = pad_bottom_right(hidden.view(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
+            x = pad_bottom_right(hidden.reshape(B, H, W, C), (ws, ws))  # (B, Hp, Wp, C)
             if shift:
                 x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             windows = window_partition(x, ws)  # (B*nW, N, C)
@@ -414,7 +414,7 @@ class Swinv2Block(nn.Module):
         if self.training:  # drop path draws per image: no row blocks
             return mlp_residual(hidden), probs
         hidden_bytes = 4 * self.intermediate.dense.out_features
-        return backend.row_blocks(mlp_residual, hidden.view(B * L, C), hidden_bytes, 1).view(B, L, C), probs
+        return backend.row_blocks(mlp_residual, hidden.reshape(B * L, C), hidden_bytes, 1).view(B, L, C), probs
 
 
 class Swinv2PatchMerging(nn.Module):
