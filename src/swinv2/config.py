@@ -2,21 +2,32 @@
 
 Field names and defaults are transformers' (model_type "swinv2"), so a config.json written by
 `transformers.Swinv2Config.save_pretrained` loads here unchanged and the reverse holds too. Keys this
-library does not know (`architectures`, `transformers_version`, `dtype`, ...) are kept in `extra` and
-written back on save.
+library does not know (`architectures`, `transformers_version`, ...) are kept in `extra` and written
+back on save; keys that transformers does not write either (a typo, a newer version's field) also log
+one warning per load, with the closest field name where one is close.
+
+Besides the model fields, the config has transformers' common surface: `return_dict`,
+`output_hidden_states`, `output_attentions`, `torchscript`, `dtype` (`torch_dtype` is its old alias),
+`use_return_dict`, a `num_labels` that re-creates the label maps when set, `to_diff_dict`,
+`to_json_string(use_diff=True)`, `to_json_file` and `from_pretrained(..., subfolder=...)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
+import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from swinv2.io.files import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "swinv2"
@@ -43,8 +54,133 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "triton")
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
+#: Parameter dtypes `dtype` may name (as transformers writes them: `str(torch.float32)` less "torch.").
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+
 # Keys transformers derives from the fields; written for compatibility, recomputed on load.
 _DERIVED_KEYS = ("hidden_size", "num_layers", "stage_names", "model_type")
+
+# Fields that must be True or False (as in transformers' `PreTrainedConfig`).
+_BOOL_FIELDS = ("return_dict", "output_hidden_states", "output_attentions", "torchscript")
+
+#: Keys of `transformers.Swinv2Config().to_dict()` (5.x) that this config does not model: kept in
+#: `extra` and written back, never warned about. (`tests/unit/config/test_config_api.py` checks this
+#: list against the installed transformers.)
+TRANSFORMERS_KEYS = (
+    "_name_or_path",
+    "architectures",
+    "chunk_size_feed_forward",
+    "is_encoder_decoder",
+    "transformers_version",
+)
+
+#: Keys that older transformers (4.x `PretrainedConfig.to_dict`) wrote into every config.json, and the
+#: generation parameters transformers 5 drops on load; also kept and never warned about. `path_norm`
+#: is a stray key of the Swin-family Hub configs.
+LEGACY_TRANSFORMERS_KEYS = (
+    "_attn_implementation_autoset",
+    "_commit_hash",
+    "add_cross_attention",
+    "bad_words_ids",
+    "begin_suppress_tokens",
+    "bos_token_id",
+    "cross_attention_hidden_size",
+    "decoder_start_token_id",
+    "diversity_penalty",
+    "do_sample",
+    "early_stopping",
+    "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty",
+    "eos_token_id",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "exponential_decay_length_penalty",
+    "finetuning_task",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "is_decoder",
+    "length_penalty",
+    "max_length",
+    "min_length",
+    "no_repeat_ngram_size",
+    "num_assistant_tokens",
+    "num_assistant_tokens_schedule",
+    "num_beam_groups",
+    "num_beams",
+    "num_return_sequences",
+    "output_scores",
+    "pad_token_id",
+    "path_norm",
+    "prefix",
+    "pruned_heads",
+    "remove_invalid_values",
+    "repetition_penalty",
+    "return_dict_in_generate",
+    "sep_token_id",
+    "suppress_tokens",
+    "task_specific_params",
+    "temperature",
+    "tf_legacy_loss",
+    "tie_encoder_decoder",
+    "tie_word_embeddings",
+    "tokenizer_class",
+    "top_k",
+    "top_p",
+    "typical_p",
+    "use_bfloat16",
+    "use_cache",
+    "assistant_confidence_threshold",
+    "assistant_lookbehind",
+    "target_lookbehind",
+)
+
+# transformers' `PreTrainedConfig()` defaults of the keys its `to_diff_dict` may leave out; every other
+# key (all the Swin V2 fields, the derived ones, `model_type`) it always writes.
+_BASE_DEFAULTS: dict[str, Any] = {
+    "architectures": None,
+    "chunk_size_feed_forward": 0,
+    "dtype": None,
+    "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+    "is_encoder_decoder": False,
+    "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "problem_type": None,
+    "return_dict": True,
+}
+
+_FLOAT_TAG = "__float__"
+
+
+def _encode_special_floats(obj: Any) -> Any:
+    """transformers' JSON form of inf/nan: `{"__float__": "Infinity"}` (plain JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {_FLOAT_TAG: "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")}
+    if isinstance(obj, dict):
+        return {k: _encode_special_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode_special_floats(v) for v in obj]
+    return obj
+
+
+def _decode_special_floats(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        tag = obj.get(_FLOAT_TAG)
+        if set(obj) == {_FLOAT_TAG} and tag in ("Infinity", "-Infinity", "NaN"):
+            return float({"Infinity": "inf", "-Infinity": "-inf", "NaN": "nan"}[tag])
+        return {k: _decode_special_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_special_floats(v) for v in obj]
+    return obj
+
+
+def _dtype_name(value: Any) -> Any:
+    """A `torch.dtype` or "torch.float16" as transformers stores it ("float16"); anything else unchanged."""
+    if type(value).__module__ == "torch" and type(value).__name__ == "dtype":
+        return str(value).removeprefix("torch.")
+    if isinstance(value, str):
+        return value.removeprefix("torch.")
+    return value
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -95,6 +231,14 @@ class Swinv2Config:
             backward (`swinv2.triton_attention`; opt-in until measured on a GPU), "auto" elsewhere
             (CPU, `torch.compile`, attention dropout in training, no Triton). A runtime choice, as
             in transformers; not written to config.json.
+        return_dict: Models return output dataclasses (True) or plain tuples (False).
+        output_hidden_states: Models also return every stage's hidden states.
+        output_attentions: Models also return the attention probabilities.
+        torchscript: transformers' (4.x) TorchScript flag; tuples instead of dataclasses
+            (`use_return_dict` is False). Written to config.json only when True.
+        dtype: Name of the parameter dtype the weights were saved in ("float32", "bfloat16", ...;
+            a `torch.dtype` or "torch.float16" is stored as its name), or None. `torch_dtype=` is
+            transformers' old name for it (`dtype` wins when both are given).
         extra: Keys of a loaded config.json this library does not use, written back unchanged.
 
     Example:
@@ -128,9 +272,23 @@ class Swinv2Config:
     problem_type: str | None = None
     num_labels: int | None = None
     attn_implementation: str = "auto"
+    return_dict: bool = True
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    dtype: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Init-only, then properties (below the class): `torchscript` is no attribute of transformers 5's
+    # config (its `dataclasses.fields`), `torch_dtype` is the old name of `dtype`.
+    torchscript: InitVar[bool] = False
+    torch_dtype: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, torchscript: bool, torch_dtype: str | None) -> None:
+        object.__setattr__(self, "_ready", False)  # plain attribute writes until validated
+        object.__setattr__(self, "_torchscript", torchscript)
+        self.extra = dict(self.extra)
+        # transformers' `dtype`, else its old name; a key of `extra` counts as given too.
+        candidates = (self.dtype, torch_dtype, self.extra.pop("dtype", None), self.extra.pop("torch_dtype", None))
+        self.dtype = _dtype_name(next((c for c in candidates if c is not None), None))
         self.depths = tuple(self.depths)
         self.num_heads = tuple(self.num_heads)
         self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
@@ -141,11 +299,49 @@ class Swinv2Config:
         self._init_labels(self.num_labels)
         self._validate()
         self._align_out_features()
+        object.__setattr__(self, "_ready", True)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Swinv2Config)
+        return _get_torchscript(self) == _get_torchscript(other) and all(
+            getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as dataclasses make it
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """After construction, `num_labels` and `id2label` keep the label maps consistent (as transformers)."""
+        if not self.__dict__.get("_ready", False):
+            object.__setattr__(self, name, value)
+        elif name == "num_labels":
+            self._set_num_labels(value)
+        elif name == "id2label":
+            id2label = _int_keys(value if value is not None else {0: "LABEL_0", 1: "LABEL_1"})
+            object.__setattr__(self, "id2label", id2label)
+            if self.label2id is None or set(self.label2id.values()) != set(id2label):
+                object.__setattr__(self, "label2id", {label: i for i, label in id2label.items()})
+            object.__setattr__(self, "num_labels", len(id2label))
+        elif name == "dtype":
+            object.__setattr__(self, name, _dtype_name(value))
+        else:
+            object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------------------------- labels
+    def _set_num_labels(self, num_labels: Any) -> None:
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0:
+            raise ValueError(f"num_labels must be a non-negative int; got {num_labels!r}")
+        # As transformers' setter: the maps are re-created only when the count changes.
+        if self.id2label is None or len(self.id2label) != num_labels:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+            object.__setattr__(self, "id2label", id2label)
+            object.__setattr__(self, "label2id", {label: i for i, label in id2label.items()})
+        object.__setattr__(self, "num_labels", num_labels)
+
     def _init_labels(self, num_labels: int | None) -> None:
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = _int_keys(self.id2label)
             if num_labels is not None and num_labels != len(self.id2label):
                 raise ValueError(
                     f"num_labels ({num_labels}) does not match id2label, which has {len(self.id2label)} "
@@ -163,6 +359,11 @@ class Swinv2Config:
         self.num_labels = len(self.id2label)
 
     # ------------------------------------------------------------------------------- derived
+    @property
+    def use_return_dict(self) -> bool:
+        """Whether models return output dataclasses: `return_dict` and not `torchscript`."""
+        return self.return_dict and not _get_torchscript(self)
+
     @property
     def num_layers(self) -> int:
         """Number of stages."""
@@ -248,6 +449,17 @@ class Swinv2Config:
             )
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             errors.append(f"problem_type {self.problem_type!r} is not one of {list(PROBLEM_TYPES)}")
+        elif self.problem_type == "single_label_classification" and self.num_labels == 1:
+            errors.append(
+                "problem_type 'single_label_classification' needs num_labels > 1; got num_labels=1 "
+                "(use num_labels=2 for binary classification, or problem_type 'regression' for one output)"
+            )
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                errors.append(f"{name} must be True or False; got {value!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            errors.append(f"dtype {self.dtype!r} is not a parameter dtype name; choose one of {list(DTYPES)} or None")
         if errors:
             raise ValueError("invalid Swinv2Config: " + "; ".join(errors))
 
@@ -280,30 +492,45 @@ class Swinv2Config:
 
     # ------------------------------------------------------------------------------ edit/copy
     def replace(self, **changes: Any) -> Swinv2Config:
-        """A validated copy with some fields changed (`num_labels=` re-creates the label maps)."""
+        """A validated copy with some fields changed (`num_labels=` re-creates the label maps).
+
+        A key that names no field is kept in `extra` and logs a warning (unless transformers writes it).
+        """
+        return self._replace(changes, source="replace()")
+
+    def _replace(self, changes: Mapping[str, Any], source: str | None) -> Swinv2Config:
+        if source is not None:
+            _warn_unknown(changes, source)
         data = self.to_dict()
         if "num_labels" in changes and "id2label" not in changes:
             data.pop("id2label", None)
             data.pop("label2id", None)
         if "id2label" in changes and "label2id" not in changes:
             data.pop("label2id", None)
+        if "torch_dtype" in changes and "dtype" not in changes:
+            data.pop("dtype", None)
         if any(k in changes for k in ("depths", "out_indices", "out_features")):
             for key in ("out_features", "out_indices"):
                 if key not in changes:
                     data.pop(key, None)
         data.setdefault("attn_implementation", self.attn_implementation)
         data.update(changes)
-        return Swinv2Config.from_dict(data)
+        return Swinv2Config._from_dict(data)
 
     # ---------------------------------------------------------------------------------- JSON
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Swinv2Config:
-        """Build from a transformers-style dict; unknown keys go to `extra`."""
+        """Build from a transformers-style dict; unknown keys go to `extra` (with one logged warning)."""
+        _warn_unknown(data, "the config dict")
+        return cls._from_dict(data)
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> Swinv2Config:
         data = dict(data)
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
             raise ValueError(f"config is for model_type {model_type!r}, not {MODEL_TYPE!r}")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = _init_names() - {"extra"}
         kwargs = {k: data.pop(k) for k in list(data) if k in names}
         for key in _DERIVED_KEYS:
             data.pop(key, None)
@@ -323,6 +550,13 @@ class Swinv2Config:
             out[f.name] = value
         out.pop("num_labels")  # transformers derives it from id2label
         out.pop("attn_implementation")  # a runtime choice, as in transformers
+        if _get_torchscript(self):
+            out["torchscript"] = True  # transformers 5 writes it only when it was set
+        # Code that still records the dtype in `extra` after construction wins over the field.
+        for key in ("dtype", "torch_dtype"):
+            if self.extra.get(key) is not None:
+                out["dtype"] = _dtype_name(self.extra[key])
+        out.pop("torch_dtype", None)
         out["id2label"] = {str(k): v for k, v in (self.id2label or {}).items()}
         out["hidden_size"] = self.hidden_size
         out["num_layers"] = self.num_layers
@@ -330,42 +564,148 @@ class Swinv2Config:
         out["model_type"] = MODEL_TYPE
         return dict(sorted(out.items()))
 
-    def to_json_string(self) -> str:
-        """config.json text: sorted keys, two-space indent, as transformers writes it."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_diff_dict(self) -> dict[str, Any]:
+        """`to_dict` less the common keys that hold transformers' `PreTrainedConfig` defaults.
+
+        As transformers' `to_diff_dict`: `return_dict`, `output_hidden_states`, `output_attentions`,
+        `dtype`, `problem_type`, two-label `id2label` / `label2id` (and the unmodelled `architectures`,
+        `chunk_size_feed_forward`, `is_encoder_decoder`) are left out while they hold the default, and
+        `_name_or_path` always; the Swin V2 fields, derived keys and `model_type` are always written.
+        """
+        out = self.to_dict()
+        for key, default in _BASE_DEFAULTS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        out.pop("_name_or_path", None)
+        return out
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """config.json text: sorted keys, two-space indent, as transformers writes it.
+
+        Args:
+            use_diff: Write `to_diff_dict()` (transformers' default) rather than the full `to_dict()`.
+        """
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(_encode_special_floats(data), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike[str], use_diff: bool = True) -> Path:
+        """Write `to_json_string(use_diff)` to `path` atomically; returns the path."""
+        path = Path(path)
+        atomic_write_text(path, self.to_json_string(use_diff=use_diff))
+        return path
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike[str]) -> Swinv2Config:
         """Read a config.json file."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no config file at '{path}'") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"cannot read config '{path}': not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"cannot read config '{path}': expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data)
+        data = _read_json(path)
+        _warn_unknown(data, f"'{path}'")
+        return cls._from_dict(data)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str], **overrides: Any) -> Swinv2Config:
-        """Load `config.json` from a directory, a file path or a Hub id; `overrides` replace fields."""
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], subfolder: str = "", **overrides: Any
+    ) -> Swinv2Config:
+        """Load `config.json` from a directory (or its `subfolder`), a file path or a Hub id.
+
+        `overrides` replace fields afterwards, as `replace` does. Keys of the file or of `overrides`
+        that name no field are kept in `extra`, with one logged warning for the load.
+        """
         from swinv2.io.hub import resolve_model_dir
 
         path = Path(name_or_path)
-        config_file = path if path.is_file() else resolve_model_dir(name_or_path) / CONFIG_NAME
-        config = cls.from_json_file(config_file)
-        return config.replace(**overrides) if overrides else config
+        if path.is_file():
+            config_file = path
+        elif subfolder and (Path(subfolder) / path).is_file():  # transformers: a file inside `subfolder`
+            config_file = Path(subfolder) / path
+        else:
+            config_file = resolve_model_dir(name_or_path) / subfolder / CONFIG_NAME
+        data = _read_json(config_file)
+        _warn_unknown({**data, **overrides}, f"'{config_file}'")
+        config = cls._from_dict(data)
+        return config._replace(overrides, source=None) if overrides else config
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `config.json` into `directory` (created if needed); returns the file path."""
+        """Write the full `config.json` (`to_dict`) into `directory` (created if needed); returns the file path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / CONFIG_NAME
-        atomic_write_text(target, self.to_json_string())
-        return target
+        return self.to_json_file(directory / CONFIG_NAME, use_diff=False)
 
     def __repr__(self) -> str:
         return f"Swinv2Config {self.to_json_string()}"
 
+
+def _get_torchscript(self: Swinv2Config) -> bool:
+    torchscript: bool = self.__dict__["_torchscript"]
+    return torchscript
+
+
+def _set_torchscript(self: Swinv2Config, value: bool) -> None:
+    self.__dict__["_torchscript"] = value
+
+
+def _get_torch_dtype(self: Swinv2Config) -> str | None:
+    return self.dtype
+
+
+def _set_torch_dtype(self: Swinv2Config, value: Any) -> None:
+    self.dtype = value
+
+
+Swinv2Config.torchscript = property(  # type: ignore[attr-defined]
+    _get_torchscript, _set_torchscript, doc="transformers' (4.x) TorchScript flag: models return tuples."
+)
+# `torch_dtype`: an init-only alias of `dtype` in the constructor, and a property afterwards (as in
+# transformers, where reading or setting it reads or sets `dtype`).
+Swinv2Config.torch_dtype = property(_get_torch_dtype, _set_torch_dtype, doc="Old name of `dtype`.")  # type: ignore[attr-defined]
+
+
+def _int_keys(id2label: Any) -> dict[int, str]:
+    """`id2label` with int keys (JSON writes them as strings)."""
+    if not isinstance(id2label, Mapping):
+        raise ValueError(f"id2label must be a mapping of class index to name; got {id2label!r}")
+    try:
+        return {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"id2label keys must be ints (or int strings); got {list(id2label)}") from None
+
+
+def _init_names() -> set[str]:
+    """Names `Swinv2Config(...)` takes: the fields and the init-only `torchscript` and `torch_dtype`."""
+    return {f.name for f in dataclasses.fields(Swinv2Config)} | {"torchscript", "torch_dtype"}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no config file at '{path}'") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read config '{path}': not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"cannot read config '{path}': expected a JSON object, got {type(data).__name__}")
+    decoded: dict[str, Any] = _decode_special_floats(data)
+    return decoded
+
+
+def unknown_keys(keys: Iterable[str]) -> list[str]:
+    """The keys that name no config field and that transformers does not write either."""
+    known = _init_names() | set(_DERIVED_KEYS) | set(TRANSFORMERS_KEYS) | set(LEGACY_TRANSFORMERS_KEYS)
+    return [key for key in keys if key not in known]
+
+
+def _warn_unknown(data: Iterable[str], source: str) -> None:
+    """One warning naming every unknown key of `data`, with the closest field name where one is close."""
+    unknown = unknown_keys(data)
+    if not unknown:
+        return
+    fields = sorted(_init_names() - {"extra"})
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, fields, n=1)
+        parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    logger.warning(
+        "Swinv2Config: unknown keys in %s, kept in `extra` and written back on save but not used: %s",
+        source,
+        ", ".join(parts),
+    )

@@ -62,11 +62,24 @@ def resolve_model_source(reference: str | os.PathLike[str]) -> ModelSource:
         return ModelSource(str(reference), directory=resolve_model_dir(reference))
 
 
+def model_class_for(config: Swinv2Config, where: str | os.PathLike[str]) -> type[Swinv2PreTrainedModel]:
+    """The model class a saved config names in `architectures` (a classifier when it names none).
+
+    Raises:
+        CheckpointError: the config names a class that is not a Swin V2 model (`where` names the directory).
+    """
+    names = config.extra.get("architectures") or ["Swinv2ForImageClassification"]
+    cls = MODEL_CLASSES.get(names[0])
+    if cls is None:
+        raise CheckpointError(f"'{where}' holds a {names[0]}, not a Swin V2 model")
+    return cls
+
+
 def _resolve_config(variant: str | None, config: ConfigSource, source: str) -> Swinv2Config:
     if variant is not None and config is not None:
         raise ValueError("give a variant or a config, not both")
     if variant is not None:
-        return get_variant(variant).config()
+        return get_variant(variant).config
     if isinstance(config, Swinv2Config):
         return config
     if config is not None:
@@ -107,10 +120,7 @@ def load_checkpoint(
         if variant is not None or (config is not None and not isinstance(config, Swinv2Config)):
             raise ValueError(f"'{path}' carries its own config.json; drop the variant / config file")
         saved = config if isinstance(config, Swinv2Config) else Swinv2Config.from_pretrained(path)
-        names = saved.extra.get("architectures") or ["Swinv2ForImageClassification"]
-        cls = MODEL_CLASSES.get(names[0])
-        if cls is None:
-            raise CheckpointError(f"'{path}' holds a {names[0]}, not a Swin V2 model")
+        cls = model_class_for(saved, path)
         return cast(Swinv2PreTrainedModel, cls.from_pretrained(path, config=saved))  # no output_loading_info
     state = read_state_dict(path)
     layout = detect_layout(state, str(path))

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import torch
 
+from swinv2.config import Swinv2Config
 from swinv2.loading import resolve_model_source
 from swinv2.models import Swinv2ForImageClassification, Swinv2Model, Swinv2PreTrainedModel
 from swinv2.preprocess import PREPROCESSOR_NAME, ImageInput, Swinv2ImageProcessor, image_list
@@ -37,7 +38,7 @@ def load_model(
         FileNotFoundError: neither a directory, a variant nor a Hub id.
     """
     if isinstance(model, Swinv2PreTrainedModel):
-        return model.eval().to(device) if device else model.eval(), _processor_for(model)
+        return model.eval().to(device) if device else model.eval(), default_processor(model)
     source = resolve_model_source(model)
     if source.variant is not None:
         if not random_weights:
@@ -45,19 +46,20 @@ def load_model(
                 f"'{model}' is a variant name and no weights ship with swinv2: pass a checkpoint directory "
                 "(see `swinv2 convert`), or ask for random weights explicitly (random_weights=True, --random-weights)"
             )
-        built = cls(source.variant.config())
+        built = cls(source.variant.config)
         processor = Swinv2ImageProcessor.from_variant(source.variant.name)
         return built.eval().to(device) if device else built.eval(), processor
     assert source.directory is not None  # a source is a variant or a directory
     loaded = cast(Swinv2PreTrainedModel, cls.from_pretrained(source.directory, device=device))  # no loading info
     if (source.directory / PREPROCESSOR_NAME).is_file():
         return loaded, Swinv2ImageProcessor.from_pretrained(source.directory)
-    return loaded, _processor_for(loaded)
+    return loaded, default_processor(loaded)
 
 
-def _processor_for(model: Swinv2PreTrainedModel) -> Swinv2ImageProcessor:
-    """Resize to the model's `image_size`, ImageNet statistics."""
-    height, width = model.config.image_hw
+def default_processor(model: Swinv2PreTrainedModel | Swinv2Config) -> Swinv2ImageProcessor:
+    """The preprocessing of a model (or config) that names none: resize to its `image_size`, ImageNet statistics."""
+    config = model if isinstance(model, Swinv2Config) else model.config
+    height, width = config.image_hw
     return Swinv2ImageProcessor(size={"height": height, "width": width})
 
 

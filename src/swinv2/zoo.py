@@ -47,8 +47,25 @@ class Variant:
         """The Hugging Face Hub id of the released weights."""
         return f"microsoft/{self.name}"
 
-    def config(self, **overrides: Any) -> Swinv2Config:
-        """A fresh `Swinv2Config` for this variant; `overrides` change fields (e.g. `num_labels`)."""
+    @property
+    def config(self) -> Swinv2Config:
+        """This variant's `Swinv2Config`: a fresh copy on every access, so changing it leaves the variant alone.
+
+        Example:
+            >>> get_variant("swinv2_tiny_window8_256").config.window_size
+            8
+        """
+        return Swinv2Config(**self.config_fields)
+
+    def config_with(self, **overrides: Any) -> Swinv2Config:
+        """A fresh `Swinv2Config` for this variant with `overrides` changing fields.
+
+        Giving `id2label` (or `num_labels`) replaces the variant's class count.
+
+        Example:
+            >>> get_variant("swinv2_tiny_window8_256").config_with(num_labels=10).num_labels
+            10
+        """
         fields = dict(self.config_fields)
         if "num_labels" in overrides or "id2label" in overrides:
             fields.pop("num_labels", None)

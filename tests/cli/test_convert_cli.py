@@ -97,7 +97,7 @@ def assert_converted(
 
 def assert_same_logits_as_timm(hf_dir: Path, timm_model: torch.nn.Module, size: int = 64) -> None:
     """transformers itself loads the written directory and agrees with the timm source model."""
-    assert sorted(p.name for p in hf_dir.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in hf_dir.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     theirs = transformers.Swinv2ForImageClassification.from_pretrained(hf_dir).eval()
     x = image_batch(2, size, size, seed=3)
     with torch.no_grad():
@@ -372,7 +372,7 @@ def test_overwrite_works_beside_leftovers_of_an_interrupted_run(sources, tmp_pat
     (leftover / "stale.txt").write_text("from an earlier crash\n", encoding="utf-8")
     result = run_cli("convert", sources.timm_pth, dst, "--config", sources.config_file, "--overwrite")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     assert _hidden_entries(tmp_path) == [".hf.old"]  # someone else's leftovers are not ours to delete
 
 

@@ -70,7 +70,7 @@ def test_timm_variants_load_and_agree(variant: str, size: tuple[int, int], tmp_p
     save_file(theirs.state_dict(), tmp_path / "timm.safetensors")
     ours = load_checkpoint(tmp_path / "timm.safetensors", variant=variant)
     assert isinstance(ours, Swinv2ForImageClassification)
-    assert ours.config.num_labels == get_variant(variant).config().num_labels
+    assert ours.config.num_labels == get_variant(variant).config.num_labels
     x = image_batch(1, *size)
     with torch.no_grad():
         torch.testing.assert_close(ours(x).logits, theirs(x), atol=ATOL, rtol=0)

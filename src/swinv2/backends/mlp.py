@@ -86,8 +86,11 @@ class _GeluMlp(torch.autograd.Function):
 
 def fast_mlp(block: Swinv2Block, x: torch.Tensor) -> torch.Tensor:
     """The block's MLP, (..., C) -> (..., C): `_GeluMlp` when training an exact-GELU MLP, else the
-    packed linears (the exact GELU fused into the first); other activations run as modules."""
+    packed linears (the exact GELU fused into the first); other activations run as modules. Linears
+    replaced by wrappers (LoRA adapters) run through their own modules."""
     fc1, fc2, dropout = block.intermediate.dense, block.output.dense, block.output.dropout
+    if type(fc1) is not nn.Linear or type(fc2) is not nn.Linear:  # wrapped (a PEFT adapter): its own forward
+        return block.output(block.intermediate(x))
     gelu = block.intermediate.act_name == "gelu"
     if gelu and _GeluMlp.applies(x, fc1, fc2):
         rows = _GeluMlp.apply(x.reshape(-1, x.shape[-1]), fc1.weight, fc1.bias, fc2.weight, fc2.bias)  # (R, C)

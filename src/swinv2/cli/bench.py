@@ -281,7 +281,7 @@ def build_model(
     Raises:
         ImportError: the peer library is not installed.
     """
-    config = get_variant(variant).config(drop_path_rate=0.0)
+    config = get_variant(variant).config_with(drop_path_rate=0.0)
     model: torch.nn.Module
     if implementation == "swinv2":
         model = Swinv2ForImageClassification(config)

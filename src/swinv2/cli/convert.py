@@ -1,5 +1,6 @@
 """`swinv2 convert`: any checkpoint layout to a transformers directory or a timm file, verified before
-it is moved into place."""
+it is moved into place. A transformers directory is written pipeline-ready: config.json,
+model.safetensors and preprocessor_config.json."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from swinv2.io.checkpoints import read_state_dict
 from swinv2.io.keymaps import TIMM, to_transformers
 from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import Swinv2ForImageClassification, Swinv2PreTrainedModel
+from swinv2.pipeline import default_processor
+from swinv2.preprocess import PREPROCESSOR_NAME, Swinv2ImageProcessor
 
 VERIFY_ATOL = 1e-5
 
@@ -51,6 +54,18 @@ def _place(staged: Path, destination: Path, overwrite: bool) -> None:
     shutil.rmtree(retired.parent)
 
 
+def _write_preprocessing(source: Path, variant: str | None, model: Swinv2PreTrainedModel, directory: Path) -> None:
+    """Make `directory` pipeline-ready: the source directory's own preprocessor_config.json (as it is), else
+    the named variant's preprocessing, else resizing to the model's image size with ImageNet statistics."""
+    own = source / PREPROCESSOR_NAME
+    if source.is_dir() and own.is_file():
+        shutil.copyfile(own, directory / PREPROCESSOR_NAME)
+    elif variant is not None:
+        Swinv2ImageProcessor.from_variant(variant).save_pretrained(directory)
+    else:
+        default_processor(model).save_pretrained(directory)
+
+
 def convert(args: argparse.Namespace) -> str:
     """Convert SRC to DST, verify the written checkpoint reproduces SRC's outputs, then move it in place."""
     source, destination = Path(args.src), Path(args.dst)
@@ -66,6 +81,7 @@ def convert(args: argparse.Namespace) -> str:
         staged = staging / destination.name
         if args.to == "hf":
             model.save_pretrained(staged)
+            _write_preprocessing(source, args.variant, model, staged)
         else:
             save_timm(model, staged)  # raises for models other than classifiers
         height, width = model.config.image_hw
@@ -96,7 +112,9 @@ def register(commands: Any) -> None:
             "Read SRC in any supported layout (a transformers directory, a timm state dict, an official "
             "Microsoft .pth, a SimMIM pre-training checkpoint), write DST, and check that DST reproduces "
             "SRC's outputs before moving it into place. timm and Microsoft files carry no config: give "
-            "--variant or --config."
+            "--variant or --config. A transformers directory gets a preprocessor_config.json too (SRC's own, "
+            "else the variant's preprocessing, else the model's image size with ImageNet statistics), so "
+            "transformers.pipeline loads it as it is."
         ),
     )
     conv.add_argument("src", metavar="SRC", help="checkpoint file or transformers directory")

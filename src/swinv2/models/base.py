@@ -7,19 +7,33 @@ writes. Other layouts are renamed in `swinv2.io.keymaps` before they reach a mod
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from swinv2.config import Swinv2Config
-from swinv2.io.checkpoints import LoadReport, load_into_model, read_state_dict, write_safetensors
+from swinv2.io.checkpoints import (
+    PICKLE_WEIGHTS_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    CheckpointError,
+    LoadReport,
+    load_into_model,
+    read_state_dict,
+    write_safetensors,
+)
+from swinv2.io.files import atomic_write, atomic_write_text
 from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import HEAD_MODULES, is_transformers_encoder_key
+from swinv2.layers.weight_init import trunc_normal_init
 from swinv2.models.registry import get_backend, release_caches
 
 logger = logging.getLogger(__name__)
@@ -39,11 +53,97 @@ def _resolve_dtype(dtype: str | torch.dtype | None, config: Swinv2Config) -> tor
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        dtype = config.extra.get("dtype") or config.extra.get("torch_dtype") or "float32"
+        dtype = config.dtype or "float32"
     resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
         raise ValueError(f"dtype must be a floating torch dtype or its name; got {dtype!r}")
     return resolved
+
+
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # huggingface_hub's (decimal) units
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def parse_shard_size(size: int | str) -> int:
+    """Bytes in `size`: an int, or digits and a unit as huggingface_hub reads them ("5GB", "200MB", "1.5KB")."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size <= 0:
+            raise ValueError(f"max_shard_size must be positive; got {size}")
+        return size
+    text = str(size).strip()
+    unit = text[-2:].upper()
+    try:
+        value = float(text[:-2].strip()) if unit in _SIZE_UNITS else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(
+            f"max_shard_size must be bytes (an int) or digits and one of {list(_SIZE_UNITS)}; got {size!r}"
+        )
+    return int(value * _SIZE_UNITS[unit])
+
+
+def split_into_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
+    """Group the keys, in order, into shards of at most `max_bytes` (a larger tensor gets a shard of its own),
+    as huggingface_hub's `split_torch_state_dict_into_shards` does."""
+    shards: list[list[str]] = []
+    current: list[str] = []
+    current_bytes = 0
+    for key, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        if size > max_bytes:
+            shards.append([key])
+            continue
+        if current and current_bytes + size > max_bytes:
+            shards.append(current)
+            current, current_bytes = [], 0
+        current.append(key)
+        current_bytes += size
+    if current:
+        shards.append(current)
+    return shards
+
+
+class LoadingInfo(LoadReport, dict[str, Any]):
+    """What `from_pretrained(..., output_loading_info=True)` returns beside the model.
+
+    It is transformers' loading-info dict: `missing_keys`, `unexpected_keys` (every checkpoint key the
+    model has no place for, another head's included) and `mismatched_keys` ((key, checkpoint shape,
+    model shape), re-initialised ones included) as sets, `error_msgs` as a list; and it is this
+    library's `LoadReport` (`missing`, `unexpected`, `mismatched`, `unused`, `reinitialized`, `ok`).
+    """
+
+    __eq__ = dict.__eq__
+    __hash__ = None
+    __repr__ = dict.__repr__
+
+    def __init__(self, report: LoadReport, shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+        LoadReport.__init__(
+            self,
+            missing=list(report.missing),
+            unexpected=list(report.unexpected),
+            mismatched=list(report.mismatched),
+            unused=list(report.unused),
+            reinitialized=list(report.reinitialized),
+        )
+        dict.__init__(
+            self,
+            missing_keys=set(report.missing),
+            unexpected_keys=set(report.unexpected) | set(report.unused),
+            mismatched_keys=set(report.mismatched) | {(k, *shapes[k]) for k in report.reinitialized if k in shapes},
+            error_msgs=[],
+        )
+
+
+class _Saveable(Protocol):
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Any: ...
+
+
+class BackboneType(str, Enum):
+    """Where a backbone's weights come from (transformers' `BackboneType` values)."""
+
+    TIMM = "timm"
+    TRANSFORMERS = "transformers"
 
 
 class Swinv2PreTrainedModel(nn.Module):
@@ -58,12 +158,72 @@ class Swinv2PreTrainedModel(nn.Module):
     config_class: type[Swinv2Config] = Swinv2Config
     base_model_prefix = "swinv2"
     main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
         self.config = config
+        self._weights_initialized = False
+
+    # ------------------------------------------------------------------- transformers' surface
+    def post_init(self) -> None:
+        """transformers' end-of-`__init__` hook: initialise the weights, unless that is done already (every
+        class of this library initialises its own; a subclass adding modules calls this last)."""
+        if not self._weights_initialized:
+            self._initialize_weights()
+            self._weights_initialized = True
+
+    def _initialize_weights(self) -> None:
+        """Truncated-normal linears and convolutions, identity norms, for every module that is not inside an
+        already-initialised Swin V2 model. Classes with parameters of their own kinds override this."""
+
+        def visit(module: nn.Module) -> None:
+            for child in module.children():
+                if isinstance(child, Swinv2PreTrainedModel) and child._weights_initialized:
+                    continue
+                trunc_normal_init(child, self.config.initializer_range)
+                visit(child)
+
+        visit(self)
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The encoder: the `base_model_prefix` attribute of a head model, the model itself otherwise."""
+        found = getattr(self, self.base_model_prefix, self)
+        return found if isinstance(found, nn.Module) else self
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """False: no Swin V2 model generates sequences."""
+        return False
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding (`embeddings.patch_embeddings`: pad, strided projection, flatten), as transformers."""
+        base = self.base_model
+        if base is not self and isinstance(base, Swinv2PreTrainedModel):
+            return base.get_input_embeddings()
+        return self.get_submodule("embeddings.patch_embeddings")
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the patch embedding; `value` maps (B, C_in, H, W) to (B, L, C) tokens and their (H, W) grid."""
+        base = self.base_model
+        if base is not self and isinstance(base, Swinv2PreTrainedModel):
+            base.set_input_embeddings(value)
+        else:
+            setattr(self.get_submodule("embeddings"), "patch_embeddings", value)  # noqa: B010
+
+    def _output_options(
+        self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """The forward's output switches, each None taken from the config as transformers does."""
+        config = self.config
+        return (
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.use_return_dict if return_dict is None else return_dict,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -125,24 +285,73 @@ class Swinv2PreTrainedModel(nn.Module):
                 clear()
         release_caches(self.parameters())
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them (less memory)."""
-        self._set_gradient_checkpointing(True)
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (less memory).
+
+        Args:
+            gradient_checkpointing_kwargs: Keyword arguments of `torch.utils.checkpoint.checkpoint`;
+                default `{"use_reentrant": False}`, as transformers.
+        """
+        self._set_gradient_checkpointing(True, dict(gradient_checkpointing_kwargs or {"use_reentrant": False}))
 
     def gradient_checkpointing_disable(self) -> None:
         """Store activations again (the default)."""
         self._set_gradient_checkpointing(False)
 
-    def _set_gradient_checkpointing(self, enabled: bool) -> None:
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether any stage recomputes its activations in the backward pass."""
+        return any(bool(getattr(m, "gradient_checkpointing", False)) for m in self.modules())
+
+    def _set_gradient_checkpointing(self, enabled: bool, kwargs: dict[str, Any] | None = None) -> None:
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 setattr(module, "gradient_checkpointing", enabled)  # noqa: B010 (any module with the attribute)
+                if kwargs is not None:
+                    setattr(module, "checkpoint_kwargs", dict(kwargs))  # noqa: B010
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Number of parameters (optionally only those with requires_grad)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+    def num_parameters(
+        self, only_trainable: bool = False, exclude_embeddings: bool = False, *, trainable_only: bool | None = None
+    ) -> int:
+        """Number of parameters, as transformers counts them.
+
+        Args:
+            only_trainable: Count only those with requires_grad (`trainable_only` is the older name).
+            exclude_embeddings: Leave out `nn.Embedding` weights (Swin V2 has none: the count is the same).
+        """
+        if trainable_only is not None:
+            only_trainable = trainable_only
+        embeddings = {f"{name}.weight" for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel()
+            for name, p in self.named_parameters()
+            if (p.requires_grad or not only_trainable) and not (exclude_embeddings and name in embeddings)
+        )
 
     # ------------------------------------------------------------------------------ loading
+    def _map_hf_state(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+        """Rename transformers-named tensors of any Swinv2 class to this model's keys: (mapped, unexpected, unused)."""
+        own = self.state_dict()
+        prefix = self.base_model_prefix + "."
+        own_prefixed = any(k.startswith(prefix) for k in own)
+        file_prefixed = any(k.startswith(prefix) for k in state)
+        mapped: dict[str, torch.Tensor] = {}
+        unexpected: list[str] = []
+        unused: list[str] = []
+        for key, tensor in state.items():
+            target = key
+            if not key.startswith(HEAD_MODULES):
+                relative = key.removeprefix(prefix) if file_prefixed else key
+                if not is_transformers_encoder_key(relative):
+                    unexpected.append(key)
+                    continue
+                target = prefix + relative if own_prefixed else relative
+            if target in own:
+                mapped[target] = tensor
+            else:
+                unused.append(key)
+        return mapped, unexpected, unused
+
     def load_hf_state_dict(
         self,
         state: Mapping[str, torch.Tensor],
@@ -168,24 +377,8 @@ class Swinv2PreTrainedModel(nn.Module):
             context: A note for messages (the layout and variant a file was read as).
             unexpected: Keys a conversion already found no name for.
         """
-        own = self.state_dict()
-        prefix = self.base_model_prefix + "."
-        own_prefixed = any(k.startswith(prefix) for k in own)
-        file_prefixed = any(k.startswith(prefix) for k in state)
-        report = LoadReport(unexpected=list(unexpected))
-        mapped: dict[str, torch.Tensor] = {}
-        for key, tensor in state.items():
-            target = key
-            if not key.startswith(HEAD_MODULES):
-                relative = key.removeprefix(prefix) if file_prefixed else key
-                if not is_transformers_encoder_key(relative):
-                    report.unexpected.append(key)
-                    continue
-                target = prefix + relative if own_prefixed else relative
-            if target in own:
-                mapped[target] = tensor
-            else:
-                report.unused.append(key)
+        mapped, unknown, unused = self._map_hf_state(state)
+        report = LoadReport(unexpected=[*unexpected, *unknown], unused=unused)
         if report.unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, report.unused)
         self._release_derived()
@@ -199,42 +392,152 @@ class Swinv2PreTrainedModel(nn.Module):
             context=context,
         )
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `config.json` and `model.safetensors` into `directory`."""
-        directory = Path(directory)
+    def _load_pretrained_state(
+        self, state: Mapping[str, torch.Tensor], source: str, strict: bool | None, ignore_mismatched_sizes: bool
+    ) -> LoadingInfo:
+        """`load_hf_state_dict`, with transformers' rule when `strict` is None: a head (`classifier.`,
+        `decoder.`) the checkpoint lacks keeps its fresh initialisation, with a warning naming its keys;
+        any other problem raises as with strict=True."""
+        mapped, unknown, unused = self._map_hf_state(state)
+        own = self.state_dict()
+        fresh = [k for k in own if k not in mapped]
+        new_head = strict is None and bool(fresh) and all(k.startswith(HEAD_MODULES) for k in fresh)
+        if unused:
+            logger.info("weights this %s does not use: %s", type(self).__name__, unused)
+        self._release_derived()
+
+        def load(tensors: Mapping[str, torch.Tensor], strict: bool) -> LoadReport:
+            report = LoadReport(unexpected=list(unknown), unused=list(unused))
+            return load_into_model(
+                self,
+                tensors,
+                source=source,
+                strict=strict,
+                ignore_mismatched_sizes=ignore_mismatched_sizes,
+                report=report,
+            )
+
+        if new_head:
+            try:
+                report = load({**mapped, **{k: own[k].clone() for k in fresh}}, strict=True)
+            except CheckpointError:
+                load(mapped, strict=True)  # raises, listing the head's keys among the rest
+                raise
+            report.missing = fresh
+            logger.warning(
+                "Some weights of %s were not initialized from the checkpoint at %s and are newly initialized: %s; "
+                "train this model on a down-stream task before using it for predictions",
+                type(self).__name__,
+                source,
+                fresh,
+            )
+        else:
+            report = load(mapped, strict=strict is not False)
+        shapes = {k: (tuple(t.shape), tuple(own[k].shape)) for k, t in mapped.items()}
+        return LoadingInfo(report, shapes)
+
+    # ------------------------------------------------------------------------------- saving
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        safe_serialization: bool = True,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        max_shard_size: int | str | None = None,
+        image_processor: _Saveable | None = None,
+    ) -> Path:
+        """Write `config.json` and the weights into `save_directory`, as transformers lays them out.
+
+        Args:
+            save_directory: Created if needed.
+            safe_serialization: Write `model.safetensors`; False writes `pytorch_model.bin` (`torch.save`).
+            state_dict: Write these tensors instead of the model's own.
+            max_shard_size: Split safetensors weights larger than this (bytes, or "5GB"-style) into
+                `model-0000i-of-0000n.safetensors` and `model.safetensors.index.json`; None: one file.
+            image_processor: Also write its `preprocessor_config.json` (through its `save_pretrained`).
+
+        Every file is written atomically; weight files of another layout that would shadow the new ones
+        on loading (and stale shards) are removed.
+        """
+        directory = Path(save_directory)
+        if directory.is_file():
+            raise NotADirectoryError(f"save_pretrained expects a directory; '{directory}' is a file")
         directory.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict() if state_dict is None else state_dict
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        max_bytes = None if max_shard_size is None else parse_shard_size(max_shard_size)
+        shards = [list(tensors)] if max_bytes is None else split_into_shards(tensors, max_bytes)
+        if not safe_serialization and len(shards) > 1:
+            raise ValueError("sharded weights are written as safetensors only; pass safe_serialization=True")
+
+        written: set[str] = set()
+        if not safe_serialization:
+            tensors = {k: v.clone() for k, v in tensors.items()}  # own storages: no views of larger tensors
+            atomic_write(directory / PICKLE_WEIGHTS_NAME, lambda tmp: torch.save(tensors, tmp))
+            written.add(PICKLE_WEIGHTS_NAME)
+        elif len(shards) <= 1:
+            write_safetensors(directory / SAFE_WEIGHTS_NAME, tensors)
+            written.add(SAFE_WEIGHTS_NAME)
+        else:
+            weight_map: dict[str, str] = {}
+            for i, keys in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(directory / name, {k: tensors[k] for k in keys})
+                weight_map.update(dict.fromkeys(keys, name))
+                written.add(name)
+            total_size = sum(t.numel() * t.element_size() for t in tensors.values())
+            index = {
+                "metadata": {"total_parameters": self.num_parameters(), "total_size": total_size},
+                "weight_map": weight_map,
+            }
+            atomic_write_text(directory / SAFE_WEIGHTS_INDEX_NAME, json.dumps(index, indent=2, sort_keys=True) + "\n")
+            written.add(SAFE_WEIGHTS_INDEX_NAME)
+        for path in directory.iterdir():
+            stale = path.name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) or _SHARD_NAME.fullmatch(path.name)
+            if stale and path.name not in written and path.is_file():
+                path.unlink()
+
         self.config.extra["architectures"] = [type(self).__name__]
-        self.config.extra["dtype"] = str(self.dtype).removeprefix("torch.")
-        write_safetensors(directory / "model.safetensors", self.state_dict())
+        self.config.dtype = str(self.dtype).removeprefix("torch.")
         self.config.save_pretrained(directory)
+        if image_processor is not None:
+            image_processor.save_pretrained(directory)
         return directory
 
     @classmethod
     def from_pretrained(
         cls: type[ModelT],
-        name_or_path: str | os.PathLike[str],
+        pretrained_model_name_or_path: str | os.PathLike[str] | None,
         *,
         config: Swinv2Config | None = None,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        subfolder: str = "",
         device: str | torch.device | None = None,
         device_map: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         torch_dtype: str | torch.dtype | None = None,
-        strict: bool = True,
+        strict: bool | None = None,
         ignore_mismatched_sizes: bool = False,
         output_loading_info: bool = False,
         **config_overrides: Any,
-    ) -> ModelT | tuple[ModelT, LoadReport]:
+    ) -> ModelT | tuple[ModelT, LoadingInfo]:
         """Load a model from a transformers-format directory or a Hub id.
 
         Args:
-            name_or_path: Directory with config.json and model.safetensors (or pytorch_model.bin),
-                or a Hub id (needs huggingface_hub and a network).
+            pretrained_model_name_or_path: Directory with config.json and model.safetensors (or a
+                sharded model.safetensors.index.json, or pytorch_model.bin), or a Hub id (needs
+                huggingface_hub and a network). May be None when both `config` and `state_dict` are given.
             config: Use this config instead of the directory's.
+            state_dict: Load these (transformers-named) tensors instead of the directory's weights.
+            subfolder: Where in the directory (or Hub repository) the files are.
             device / device_map: Where to put the model; "auto" picks CUDA when available.
             dtype / torch_dtype: Parameter dtype, a torch dtype or its name; "auto" uses the saved one.
-            strict: Raise on missing, unexpected or wrong-shaped keys (listing all of them).
+            strict: True: raise on missing, unexpected or wrong-shaped keys (listing all of them).
+                None (the default): transformers' rule, a missing head (`classifier.`, `decoder.`) is left freshly
+                initialised with a warning naming its keys; anything else raises. False: load what fits.
             ignore_mismatched_sizes: Re-initialise wrong-shaped tensors (a new head, say).
-            output_loading_info: Also return the `LoadReport`.
+            output_loading_info: Also return the `LoadingInfo`: transformers' dict (`missing_keys`,
+                `unexpected_keys`, `mismatched_keys`, `error_msgs`), also a `LoadReport`.
             **config_overrides: Config fields to change, e.g. `num_labels=10` or
                 `out_features=["stage2", "stage4"]`.
 
@@ -242,18 +545,84 @@ class Swinv2PreTrainedModel(nn.Module):
             >>> model = Swinv2ForImageClassification.from_pretrained("path/to/dir", num_labels=10,
             ...                                                       ignore_mismatched_sizes=True)
         """
-        directory = resolve_model_dir(name_or_path)
+        directory: Path | None = None
+        if pretrained_model_name_or_path is not None:
+            directory = resolve_model_dir(pretrained_model_name_or_path) / subfolder
+        elif config is None or state_dict is None:
+            raise ValueError("pretrained_model_name_or_path may be None only when config and state_dict are given")
         if config is None:
+            assert directory is not None
             config = cls.config_class.from_pretrained(directory)
         if config_overrides:
             config = config.replace(**config_overrides)
         model = cls(config)
-        report = model.load_hf_state_dict(
-            read_state_dict(directory),
-            source=str(directory),
+        if state_dict is None:
+            assert directory is not None
+            state_dict = read_state_dict(directory)
+        info = model._load_pretrained_state(
+            state_dict,
+            source="state dict" if directory is None else str(directory),
             strict=strict,
             ignore_mismatched_sizes=ignore_mismatched_sizes,
         )
         model.to(device=_resolve_device(device or device_map), dtype=_resolve_dtype(dtype or torch_dtype, config))
         model.eval()
-        return (model, report) if output_loading_info else model
+        return (model, info) if output_loading_info else model
+
+
+class BackboneMixin:
+    """transformers' backbone contract (`transformers.backbone_utils.BackboneMixin`), so that a Swin V2
+    backbone drops into its detection and segmentation heads (`UperNetForSemanticSegmentation`, ...).
+
+    `out_features` and `out_indices` live in the config and stay aligned: setting either sets both,
+    None means the last stage. The class using it sets `num_features` (channels of every stage name).
+    """
+
+    config: Swinv2Config
+    num_features: list[int]
+    backbone_type = BackboneType.TRANSFORMERS
+    has_attentions = True
+
+    @property
+    def stage_names(self) -> list[str]:
+        """`stem`, `stage1`, ... `stageN`."""
+        return self.config.stage_names
+
+    @property
+    def out_features(self) -> list[str]:
+        """Names of the returned feature maps."""
+        return list(self.config.out_features or [])
+
+    @out_features.setter
+    def out_features(self, out_features: Sequence[str] | None) -> None:
+        self._set_out(out_features=None if out_features is None else list(out_features), out_indices=None)
+
+    @property
+    def out_indices(self) -> list[int]:
+        """Indices into `stage_names` of the returned feature maps."""
+        return list(self.config.out_indices or [])
+
+    @out_indices.setter
+    def out_indices(self, out_indices: Sequence[int] | None) -> None:
+        self._set_out(out_features=None, out_indices=None if out_indices is None else list(out_indices))
+
+    def _set_out(self, out_features: list[str] | None, out_indices: list[int] | None) -> None:
+        aligned = self.config.replace(out_features=out_features, out_indices=out_indices)  # validates
+        # in place, as transformers: the config stays the one the caller holds
+        self.config.out_features, self.config.out_indices = aligned.out_features, aligned.out_indices
+
+    @property
+    def out_feature_channels(self) -> dict[str, int]:
+        """Channels of every stage name's map."""
+        return dict(zip(self.stage_names, self.num_features, strict=True))
+
+    @property
+    def channels(self) -> list[int]:
+        """Channels of each returned feature map."""
+        return [self.out_feature_channels[name] for name in self.out_features]
+
+    def forward_with_filtered_kwargs(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the backbone, dropping `output_attentions` when it has no attentions (transformers' hook)."""
+        if not self.has_attentions:
+            kwargs.pop("output_attentions", None)
+        return self(*args, **kwargs)  # type: ignore[operator]

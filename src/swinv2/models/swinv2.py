@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ from swinv2.layers.windows import (
     window_partition,
     window_reverse,
 )
-from swinv2.models.base import Swinv2PreTrainedModel
+from swinv2.models.base import BackboneMixin, Swinv2PreTrainedModel
 from swinv2.models.outputs import (
     BackboneOutput,
     Swinv2ImageClassifierOutput,
@@ -218,6 +218,8 @@ class Swinv2SelfOutput(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, context: torch.Tensor, linear: Callable[..., torch.Tensor] = F.linear) -> torch.Tensor:
+        if type(self.dense) is not nn.Linear:  # wrapped (a PEFT adapter): its own forward
+            return self.dropout(self.dense(context))
         return self.dropout(linear(context, self.dense.weight, self.dense.bias))
 
 
@@ -251,8 +253,12 @@ class Swinv2Attention(nn.Module):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else windows.dtype
         terms = self.self.terms(mask, mask_key, dtype)
 
+        # fused projections only from plain linears: wrapped ones (PEFT adapters) run their own forward
+        plain = all(type(m) is nn.Linear for m in (self.self.query, self.self.key, self.self.value))
+        attention = backend.attention if plain else eager_attention
+
         def attend(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            context, probs = backend.attention(self.self, rows, terms, need_weights)  # (w, N, C)
+            context, probs = attention(self.self, rows, terms, need_weights)  # (w, N, C)
             return self.output(context, backend.linear), probs
 
         if need_weights:
@@ -468,6 +474,7 @@ class Swinv2Stage(nn.Module):
         )
         self.downsample = Swinv2PatchMerging(dim, options.layer_norm_eps) if downsample else None
         self.gradient_checkpointing = False
+        self.checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}  # for torch.utils.checkpoint
 
     def forward(
         self, x: torch.Tensor, grid: Grid, need_weights: bool = False
@@ -483,7 +490,7 @@ class Swinv2Stage(nn.Module):
         probs = None
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = checkpoint(block, x, layout, need_weights, use_reentrant=False)
+                x, probs = checkpoint(block, x, layout, need_weights, **self.checkpoint_kwargs)
             else:
                 x, probs = block(x, layout, need_weights)
         if self.downsample is None:
@@ -698,7 +705,10 @@ class Swinv2Model(Swinv2PreTrainedModel):
         self.encoder = Swinv2Encoder(config)
         self.layernorm = nn.LayerNorm(self.num_features, eps=config.layer_norm_eps)
         self.pooler = nn.AdaptiveAvgPool1d(1) if add_pooling_layer else None
-        init_encoder_weights(self, config.initializer_range)
+        self.post_init()
+
+    def _initialize_weights(self) -> None:
+        init_encoder_weights(self, self.config.initializer_range)
 
     def with_config(self, config: Swinv2Config) -> Swinv2Model:
         """A freshly initialised `Swinv2Model` with this one's pooling and mask-token options."""
@@ -714,7 +724,7 @@ class Swinv2Model(Swinv2PreTrainedModel):
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-    ) -> Swinv2ModelOutput | tuple[torch.Tensor, ...]:
+    ) -> Swinv2ModelOutput | tuple[Any, ...]:
         """Encode images.
 
         Args:
@@ -723,10 +733,16 @@ class Swinv2Model(Swinv2PreTrainedModel):
             output_attentions: Also return every stage's attention probabilities.
             output_hidden_states: Also return the embedding and every stage output.
             interpolate_pos_encoding: Resize the absolute position table to the input's grid.
-            return_dict: False returns `to_tuple()` of the output, as transformers does.
+            return_dict: False returns a tuple, as transformers does: (last_hidden_state,
+                pooler_output (None without pooling), then those of hidden_states, attentions,
+                reshaped_hidden_states that were asked for).
+            (output_attentions, output_hidden_states and return_dict left None take the config's value.)
         """
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
         x, grid = self.embeddings(pixel_values, bool_masked_pos, interpolate_pos_encoding)
-        trace = self.encoder(x, grid, bool(output_attentions))
+        trace = self.encoder(x, grid, output_attentions)
         tokens = self.layernorm(trace.last[0])  # (B, L, C)
         pooled = None
         if self.pooler is not None:
@@ -739,7 +755,9 @@ class Swinv2Model(Swinv2PreTrainedModel):
             attentions=tuple(trace.attentions) if output_attentions else None,
             reshaped_hidden_states=reshaped,
         )
-        return out if return_dict is not False else out.to_tuple()
+        if return_dict:
+            return out
+        return (tokens, pooled, *(t for t in (out.hidden_states, out.attentions, reshaped) if t is not None))
 
 
 # ---------------------------------------------------------------------------------- heads
@@ -755,7 +773,7 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
         self.swinv2 = Swinv2Model(config)
         num_labels = config.num_labels or 0  # set from id2label after validation
         self.classifier: nn.Module = nn.Linear(config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
-        trunc_normal_init(self.classifier, config.initializer_range)
+        self.post_init()
 
     def forward(
         self,
@@ -767,11 +785,15 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
         return_dict: bool | None = None,
     ) -> Swinv2ImageClassifierOutput | tuple[torch.Tensor, ...]:
         """Classify images: `logits` (B, num_labels); `loss` when `labels` are given."""
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
         base = self.swinv2(
             pixel_values,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
         )
         logits = self.classifier(base.pooler_output)  # (B, num_labels)
         out = Swinv2ImageClassifierOutput(
@@ -781,7 +803,7 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
             attentions=base.attentions,
             reshaped_hidden_states=base.reshaped_hidden_states,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss `config.problem_type` names (or infers) for these logits and labels."""
@@ -834,7 +856,7 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
             nn.Conv2d(config.hidden_size, config.encoder_stride**2 * config.num_channels, kernel_size=1),
             nn.PixelShuffle(config.encoder_stride),
         )
-        trunc_normal_init(self.decoder[0], config.initializer_range)
+        self.post_init()
 
     def forward(
         self,
@@ -846,12 +868,16 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
         return_dict: bool | None = None,
     ) -> Swinv2MaskedImageModelingOutput | tuple[torch.Tensor, ...]:
         """Reconstruct pixels: `reconstruction` (B, C, H, W); `loss` when `bool_masked_pos` (B, L) is given."""
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
         base = self.swinv2(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
             output_attentions=output_attentions,
-            output_hidden_states=True,
+            output_hidden_states=True,  # the grids
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
         )
         grid = base.reshaped_hidden_states[-1].shape[2:]
         features = reshape_tokens(base.last_hidden_state, (grid[0], grid[1]))  # (B, C, H/32, W/32)
@@ -873,33 +899,27 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
             attentions=base.attentions,
             reshaped_hidden_states=base.reshaped_hidden_states if output_hidden_states else None,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
-class Swinv2Backbone(Swinv2PreTrainedModel):
+class Swinv2Backbone(BackboneMixin, Swinv2PreTrainedModel):
     """Multi-scale feature maps for detection and segmentation heads.
 
-    `config.out_features` picks among `stem` (the patch embedding) and `stage1`..`stageN` (each stage's
+    `out_features` picks among `stem` (the patch embedding) and `stage1`..`stageN` (each stage's
     output before its patch merging); maps are channels-first (B, C_i, H_i, W_i), no final norm. As in
-    transformers, the embeddings and encoder sit at the top level (no `swinv2.` prefix).
+    transformers, the embeddings and encoder sit at the top level (no `swinv2.` prefix), and the
+    class keeps transformers' backbone contract (`BackboneMixin`).
     """
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)
+        self.num_features = [config.embed_dim] + [config.embed_dim * 2**i for i in range(config.num_layers)]
         self.embeddings = Swinv2Embeddings(config)
         self.encoder = Swinv2Encoder(config)
-        init_encoder_weights(self, config.initializer_range)
+        self.post_init()
 
-    @property
-    def out_features(self) -> list[str]:
-        """Names of the returned feature maps."""
-        return list(self.config.out_features or [])
-
-    @property
-    def channels(self) -> list[int]:
-        """Channels of each returned feature map."""
-        widths = [self.config.embed_dim] + [self.config.embed_dim * 2**i for i in range(self.config.num_layers)]
-        return [widths[i] for i in self.config.out_indices or []]
+    def _initialize_weights(self) -> None:
+        init_encoder_weights(self, self.config.initializer_range)
 
     def forward(
         self,
@@ -908,12 +928,15 @@ class Swinv2Backbone(Swinv2PreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BackboneOutput | tuple[torch.Tensor, ...]:
-        """Feature maps of `config.out_features`; `hidden_states` are the flat (B, L, C) versions of all levels."""
-        trace = self.encoder(*self.embeddings(pixel_values), output_attentions=bool(output_attentions))
+        """Feature maps of `out_features`; `hidden_states` are the flat (B, L, C) versions of all levels."""
+        output_attentions, output_hidden_states, return_dict = self._output_options(
+            output_attentions, output_hidden_states, return_dict
+        )
+        trace = self.encoder(*self.embeddings(pixel_values), output_attentions=output_attentions)
         hidden, reshaped = trace.hidden_states(before_merge=True)
         out = BackboneOutput(
-            feature_maps=tuple(reshaped[i] for i in self.config.out_indices or []),
+            feature_maps=tuple(reshaped[i] for i in self.out_indices),
             hidden_states=hidden if output_hidden_states else None,
             attentions=tuple(trace.attentions) if output_attentions else None,
         )
-        return out if return_dict is not False else out.to_tuple()
+        return out if return_dict else out.to_tuple()

@@ -12,7 +12,7 @@ from timm.models import get_pretrained_cfg
 
 import swinv2.layers.weight_init as weight_init_module
 import swinv2.models.swinv2 as model_module
-from swinv2 import Swinv2ForImageClassification, Variant, get_variant, list_variants
+from swinv2 import Swinv2Config, Swinv2ForImageClassification, Variant, get_variant, list_variants
 from swinv2.models.swinv2 import stage_windows
 
 # name -> (shape, window, size, pretrained window, pretrained size, suffix); parsed, not copied from the zoo
@@ -68,7 +68,7 @@ def models() -> dict[str, Built]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model_module, "trunc_normal_init", lambda module, std: None)
         patch.setattr(model_module, "trunc_normal_", lambda tensor, std: tensor)
-        built = {name: _summary(Swinv2ForImageClassification(get_variant(name).config())) for name in list_variants()}
+        built = {name: _summary(Swinv2ForImageClassification(get_variant(name).config)) for name in list_variants()}
     assert model_module.trunc_normal_init is weight_init_module.trunc_normal_init  # restored for the other tests
     return built
 
@@ -104,8 +104,8 @@ def test_variant_builds_a_classifier(name, models):
     assert variant.name == name
     built = models[name]
     assert built.model_type is Swinv2ForImageClassification
-    hidden = variant.config().hidden_size
-    assert built.classifier_shape == (variant.config().num_labels, hidden)
+    hidden = variant.config.hidden_size
+    assert built.classifier_shape == (variant.config.num_labels, hidden)
     assert hidden == variant.config_fields["embed_dim"] * 8
 
 
@@ -123,7 +123,7 @@ def test_parameter_counts_match_the_release(name, models):
 def test_config_agrees_with_the_name(name):
     parsed = _parse(name)
     variant = get_variant(name)
-    config = variant.config()
+    config = variant.config
     assert config.image_size == int(parsed["size"])
     assert config.window_size == int(parsed["window"])
     assert config.patch_size == 4
@@ -146,16 +146,16 @@ def test_config_agrees_with_the_name(name):
 def test_fine_tuned_variants_remember_the_pretraining_stage_windows(name):
     """(12, 12, 12, 6) are the windows of the 192 px / window 12 pre-training model, stage by stage."""
     parsed = _parse(name)
-    pretraining = get_variant(f"swinv2-{parsed['shape']}-patch4-window12-192-22k").config()
+    pretraining = get_variant(f"swinv2-{parsed['shape']}-patch4-window12-192-22k").config
     expected = tuple(stage_windows(pretraining, i)[0] for i in range(pretraining.num_layers))
     assert expected == (12, 12, 12, 6)
-    assert get_variant(name).config().pretrained_window_sizes == expected
+    assert get_variant(name).config.pretrained_window_sizes == expected
 
 
 @pytest.mark.parametrize("name", list_variants())
 def test_preprocessing_is_bicubic_imagenet_at_the_image_size(name):
     variant = get_variant(name)
-    assert variant.preprocessing.size == variant.config().image_size == int(_parse(name)["size"])
+    assert variant.preprocessing.size == variant.config.image_size == int(_parse(name)["size"])
     assert variant.preprocessing.mean == pytest.approx(IMAGENET_MEAN)
     assert variant.preprocessing.std == pytest.approx(IMAGENET_STD)
     assert variant.preprocessing.resample == "bicubic"
@@ -192,10 +192,10 @@ def test_reported_top1_values():
 def test_config_overrides_labels_and_leaves_the_variant_untouched(name):
     variant = get_variant(name)
     before = dict(variant.config_fields)
-    config = variant.config(num_labels=10)
+    config = variant.config_with(num_labels=10)
     assert config.num_labels == 10
     assert config.id2label == {i: f"LABEL_{i}" for i in range(10)}
-    named = variant.config(id2label={0: "cat", 1: "dog"})
+    named = variant.config_with(id2label={0: "cat", 1: "dog"})
     assert named.num_labels == 2 and named.label2id == {"cat": 0, "dog": 1}
     # other fields stay the variant's; the variant itself is not changed
     assert (config.embed_dim, config.depths, config.window_size) == (
@@ -204,8 +204,20 @@ def test_config_overrides_labels_and_leaves_the_variant_untouched(name):
         before["window_size"],
     )
     assert variant.config_fields == before
-    assert variant.config().num_labels == before["num_labels"]
-    assert variant.config() is not variant.config()
+    assert variant.config.num_labels == before["num_labels"]
+    assert variant.config is not variant.config
+
+
+def test_config_is_an_attribute_whose_changes_do_not_reach_the_variant():
+    variant = get_variant("swinv2_tiny_window8_256")
+    config = variant.config
+    assert isinstance(config, Swinv2Config)
+    assert config.to_dict() == variant.config_with().to_dict()
+    config.window_size = 16
+    config.id2label[0] = "changed"
+    assert variant.config.window_size == 8
+    assert variant.config.id2label[0] == "LABEL_0"
+    assert not callable(variant.config)  # the override form is config_with(...)
 
 
 # ------------------------------------------------------------------------------------ aliases
@@ -243,7 +255,7 @@ def test_preprocessing_and_classes_agree_with_timms_pretrained_config(name):
     assert cfg.mean == pytest.approx(variant.preprocessing.mean)
     assert cfg.std == pytest.approx(variant.preprocessing.std)
     assert cfg.interpolation == variant.preprocessing.resample
-    assert cfg.num_classes == variant.config().num_labels
+    assert cfg.num_classes == variant.config.num_labels
 
 
 @pytest.mark.parametrize("name", list_variants())
@@ -260,7 +272,7 @@ def test_same_parameter_count_and_stage_geometry_as_timm(name, models, timm_mode
 
 def test_a_variant_builds_and_runs_with_its_real_initialisation():
     torch.manual_seed(0)
-    model = Swinv2ForImageClassification(get_variant("swinv2_tiny_window8_256").config(num_labels=3)).eval()
+    model = Swinv2ForImageClassification(get_variant("swinv2_tiny_window8_256").config_with(num_labels=3)).eval()
     assert round(model.num_parameters() / 1e6, 2) == 27.58  # 28.35 M less (1000 - 3) * 769 head parameters
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))).logits

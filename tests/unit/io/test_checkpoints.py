@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 import sys
@@ -377,7 +378,7 @@ def test_strict_load_each_problem_alone(saved_classifier, tmp_path, problem):
         expected = "1 with the wrong shape: classifier.weight (checkpoint [5, 31], model [5, 32])"
     save_file(state, directory / "model.safetensors")
     with pytest.raises(CheckpointError, match=re.escape(expected)) as info:
-        Swinv2ForImageClassification.from_pretrained(directory)
+        Swinv2ForImageClassification.from_pretrained(directory, strict=True)
     assert (
         str(info.value).count(" missing: ")
         + str(info.value).count(" unexpected: ")
@@ -462,11 +463,22 @@ def test_base_checkpoint_into_classifier_strict_lists_classifier(tmp_path):
     base = perturb_(Swinv2Model(tiny_config(num_labels=5)))
     base.save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match=re.escape("2 missing: classifier.weight, classifier.bias")):
-        Swinv2ForImageClassification.from_pretrained(tmp_path)
+        Swinv2ForImageClassification.from_pretrained(tmp_path, strict=True)
     model, report = Swinv2ForImageClassification.from_pretrained(tmp_path, strict=False, output_loading_info=True)
     assert report.missing == ["classifier.weight", "classifier.bias"]
     assert (report.unexpected, report.mismatched) == ([], [])
     _assert_state_equal(model.swinv2, base)
+
+
+def test_base_checkpoint_into_classifier_by_default_gets_a_fresh_head_and_a_warning(tmp_path, caplog):
+    torch.manual_seed(0)
+    base = perturb_(Swinv2Model(tiny_config(num_labels=5)))
+    base.save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        model = Swinv2ForImageClassification.from_pretrained(tmp_path)
+    assert "classifier.weight" in caplog.text and "classifier.bias" in caplog.text
+    _assert_state_equal(model.swinv2, base)
+    assert model.classifier.weight.shape == (5, base.num_features)
 
 
 def test_pickle_checkpoint_directory_loads(saved_classifier, tmp_path):

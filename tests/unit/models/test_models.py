@@ -28,7 +28,7 @@ def test_output_indexing_follows_transformers() -> None:
     with torch.no_grad():
         out = model(image_batch(2, 64, 64), labels=torch.tensor([0, 2]))
         as_tuple = model(image_batch(2, 64, 64), labels=torch.tensor([0, 2]), return_dict=False)
-    assert out.keys() == ["loss", "logits"]
+    assert list(out.keys()) == ["loss", "logits"]
     assert out[0] is out.loss and out["logits"] is out.logits
     torch.testing.assert_close(as_tuple[1], out.logits)
     with pytest.raises(KeyError):
