@@ -27,7 +27,9 @@ from swinv2.io.checkpoints import (
     CheckpointError,
     LoadReport,
     load_into_model,
+    parse_shard_size,
     read_state_dict,
+    split_into_shards,
     write_safetensors,
 )
 from swinv2.io.files import atomic_write, atomic_write_text
@@ -60,48 +62,7 @@ def _resolve_dtype(dtype: str | torch.dtype | None, config: Swinv2Config) -> tor
     return resolved
 
 
-_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # huggingface_hub's (decimal) units
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
-
-
-def parse_shard_size(size: int | str) -> int:
-    """Bytes in `size`: an int, or digits and a unit as huggingface_hub reads them ("5GB", "200MB", "1.5KB")."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise ValueError(f"max_shard_size must be positive; got {size}")
-        return size
-    text = str(size).strip()
-    unit = text[-2:].upper()
-    try:
-        value = float(text[:-2].strip()) if unit in _SIZE_UNITS else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise ValueError(
-            f"max_shard_size must be bytes (an int) or digits and one of {list(_SIZE_UNITS)}; got {size!r}"
-        )
-    return int(value * _SIZE_UNITS[unit])
-
-
-def split_into_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> list[list[str]]:
-    """Group the keys, in order, into shards of at most `max_bytes` (a larger tensor gets a shard of its own),
-    as huggingface_hub's `split_torch_state_dict_into_shards` does."""
-    shards: list[list[str]] = []
-    current: list[str] = []
-    current_bytes = 0
-    for key, tensor in state.items():
-        size = tensor.numel() * tensor.element_size()
-        if size > max_bytes:
-            shards.append([key])
-            continue
-        if current and current_bytes + size > max_bytes:
-            shards.append(current)
-            current, current_bytes = [], 0
-        current.append(key)
-        current_bytes += size
-    if current:
-        shards.append(current)
-    return shards
 
 
 class LoadingInfo(LoadReport, dict[str, Any]):

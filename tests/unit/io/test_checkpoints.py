@@ -22,7 +22,13 @@ from swinv2 import (
     Swinv2ForImageClassification,
     Swinv2Model,
 )
-from swinv2.io.checkpoints import load_into_model, read_state_dict, write_safetensors
+from swinv2.io.checkpoints import (
+    load_into_model,
+    parse_shard_size,
+    read_state_dict,
+    split_into_shards,
+    write_safetensors,
+)
 
 # --------------------------------------------------------------------------------- read_state_dict
 
@@ -618,3 +624,23 @@ def test_unknown_top_level_key_is_reported_by_its_file_name(saved_classifier, tm
     save_file(state, directory / "model.safetensors")
     with pytest.raises(CheckpointError, match=re.escape("1 unexpected: toplevel.weight")):
         Swinv2ForImageClassification.from_pretrained(directory)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [(123, 123), ("5GB", 5 * 10**9), ("200MB", 200 * 10**6), ("1.5KB", 1500)]
+)
+def test_shard_sizes_read_as_huggingface_hub_reads_them(size, expected):
+    assert parse_shard_size(size) == expected
+
+
+@pytest.mark.parametrize("size", [0, -3, True, "5GiB", "MB", "lots"])
+def test_bad_shard_sizes_are_refused_with_the_value(size):
+    with pytest.raises(ValueError, match=re.escape(repr(size))):
+        parse_shard_size(size)
+
+
+def test_shards_fill_in_key_order_and_a_large_tensor_gets_its_own_at_once():
+    # as huggingface_hub's split_torch_state_dict_into_shards: an oversized tensor's shard is closed as
+    # soon as it is met, while the shard being filled stays open
+    state = {"a": torch.zeros(2), "b": torch.zeros(2), "big": torch.zeros(10), "c": torch.zeros(3), "d": torch.zeros(1)}
+    assert split_into_shards(state, max_bytes=16) == [["big"], ["a", "b"], ["c", "d"]]
