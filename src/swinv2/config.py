@@ -20,12 +20,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swinv2.io.errors import ConfigError, quote
 from swinv2.io.files import atomic_write_text
+from swinv2.io.jsonfile import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,16 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 
 #: Parameter dtypes `dtype` may name (as transformers writes them: `str(torch.float32)` less "torch.").
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+#: Largest value of a size field (sides, channels, widths, strides): beyond it no model fits any memory,
+#: and the bound keeps the arithmetic on a hostile config small. What a model needs in memory is checked
+#: separately, before it is built (`swinv2.models.size`).
+MAX_SIZE = 2**24
+#: Most stages, and most blocks in one stage (the largest published model has 42).
+MAX_STAGES = 16
+MAX_DEPTH = 4096
+#: Most classes: every class keeps a name in `id2label`.
+MAX_LABELS = 1_000_000
 
 # Keys transformers derives from the fields; written for compatibility, recomputed on load.
 _DERIVED_KEYS = ("hidden_size", "num_layers", "stage_names", "model_type")
@@ -183,14 +195,29 @@ def _dtype_name(value: Any) -> Any:
     return value
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a (height, width) pair; got {value!r}")
-    if isinstance(value, int):
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if is_int(value):
         return (value, value)
-    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(is_int, value)):
         return (int(value[0]), int(value[1]))
-    raise ValueError(f"{name} must be an int or a (height, width) pair of ints; got {value!r}")
+    raise ConfigError(f"{name} must be an int or a (height, width) pair of ints; got {quote(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite int or float (not a bool): what a numeric field may hold."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists and tuples as tuples; anything else as it is (validation names it)."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass
@@ -285,13 +312,15 @@ class Swinv2Config:
     def __post_init__(self, torchscript: bool, torch_dtype: str | None) -> None:
         object.__setattr__(self, "_ready", False)  # plain attribute writes until validated
         object.__setattr__(self, "_torchscript", torchscript)
+        if not isinstance(self.extra, Mapping):
+            raise ConfigError(f"extra must be a dict of unused config.json keys; got {quote(self.extra)}")
         self.extra = dict(self.extra)
         # transformers' `dtype`, else its old name; a key of `extra` counts as given too.
         candidates = (self.dtype, torch_dtype, self.extra.pop("dtype", None), self.extra.pop("torch_dtype", None))
         self.dtype = _dtype_name(next((c for c in candidates if c is not None), None))
-        self.depths = tuple(self.depths)
-        self.num_heads = tuple(self.num_heads)
-        self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
+        self.depths = _as_tuple(self.depths)
+        self.num_heads = _as_tuple(self.num_heads)
+        self.pretrained_window_sizes = _as_tuple(self.pretrained_window_sizes)
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
         if isinstance(self.patch_size, list):
@@ -330,8 +359,7 @@ class Swinv2Config:
 
     # ----------------------------------------------------------------------------------- labels
     def _set_num_labels(self, num_labels: Any) -> None:
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0:
-            raise ValueError(f"num_labels must be a non-negative int; got {num_labels!r}")
+        _check_num_labels(num_labels)
         # As transformers' setter: the maps are re-created only when the count changes.
         if self.id2label is None or len(self.id2label) != num_labels:
             id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
@@ -339,23 +367,27 @@ class Swinv2Config:
             object.__setattr__(self, "label2id", {label: i for i, label in id2label.items()})
         object.__setattr__(self, "num_labels", num_labels)
 
-    def _init_labels(self, num_labels: int | None) -> None:
+    def _init_labels(self, num_labels: Any) -> None:
         if self.id2label is not None:
             self.id2label = _int_keys(self.id2label)
             if num_labels is not None and num_labels != len(self.id2label):
-                raise ValueError(
-                    f"num_labels ({num_labels}) does not match id2label, which has {len(self.id2label)} "
+                raise ConfigError(
+                    f"num_labels ({quote(num_labels)}) does not match id2label, which has {len(self.id2label)} "
                     "entries; pass one of them"
                 )
         else:
             count = 2 if num_labels is None else num_labels
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"num_labels must be a non-negative int; got {num_labels!r}")
+            _check_num_labels(count)
             self.id2label = {i: f"LABEL_{i}" for i in range(count)}
-        if self.label2id is None or set(self.label2id.values()) != set(self.id2label):
+        label2id = self.label2id
+        if label2id is not None and not (
+            isinstance(label2id, Mapping) and all(isinstance(k, str) and _is_int(v) for k, v in label2id.items())
+        ):
+            raise ConfigError(f"label2id must map class names to class indices (str to int); got {quote(label2id)}")
+        if label2id is None or set(label2id.values()) != set(self.id2label):
             self.label2id = {name: i for i, name in self.id2label.items()}
         else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            self.label2id = dict(label2id)
         self.num_labels = len(self.id2label)
 
     # ------------------------------------------------------------------------------- derived
@@ -397,59 +429,96 @@ class Swinv2Config:
 
     # ----------------------------------------------------------------------------- validation
     def _validate(self) -> None:
+        """Check every field's type and range; raise one `ConfigError` listing every problem."""
         errors: list[str] = []
-        (h, w), (ph, pw) = self.image_hw, self.patch_hw
-        if min(h, w) <= 0:
-            errors.append(f"image_size must be positive; got {self.image_size!r}")
-        if min(ph, pw) <= 0:
-            errors.append(f"patch_size must be positive; got {self.patch_size!r}")
-        for name in ("num_channels", "embed_dim", "window_size", "encoder_stride"):
+
+        def sizes(name: str, value: Any, minimum: int = 1, maximum: int = MAX_SIZE) -> bool:
+            kind = "positive" if minimum == 1 else "non-negative"
+            if not (_is_int(value) and value >= minimum):
+                errors.append(f"{name} must be a {kind} int; got {quote(value)}")
+            elif value > maximum:
+                errors.append(f"{name} must be at most {maximum}; got {quote(value)}")
+            else:
+                return True
+            return False
+
+        def int_list(name: str, value: Any, minimum: int, maximum: int) -> bool:
+            kind = "positive" if minimum == 1 else "non-negative"
+            if not isinstance(value, tuple):
+                errors.append(f"{name} must be a list of {kind} ints; got {quote(value)}")
+            elif len(value) > MAX_STAGES:
+                errors.append(f"{name} may have at most {MAX_STAGES} entries (stages); got {len(value)}")
+            elif not all(_is_int(v) and v >= minimum for v in value):
+                errors.append(f"{name} must be {kind} ints; got {quote(list(value))}")
+            elif any(v > maximum for v in value):
+                errors.append(f"{name} must be at most {maximum} each; got {quote(list(value))}")
+            else:
+                return True
+            return False
+
+        def real(name: str, rule: str, accept: Callable[[float], bool], maximum: float) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                errors.append(f"{name} must be a positive int; got {value!r}")
-        if not self.depths:
-            errors.append("depths must name at least one stage; got ()")
-        if any((not isinstance(d, int)) or d <= 0 for d in self.depths):
-            errors.append(f"depths must be positive ints; got {list(self.depths)}")
-        if any((not isinstance(n, int)) or n <= 0 for n in self.num_heads):
-            errors.append(f"num_heads must be positive ints; got {list(self.num_heads)}")
-        if len(self.depths) != len(self.num_heads):
+            if not (_is_real(value) and accept(value)):
+                errors.append(f"{name} must be {rule}; got {quote(value)}")
+            elif value > maximum:
+                errors.append(f"{name} must be at most {maximum:g}; got {quote(value)}")
+
+        pairs = {}
+        for name in ("image_size", "patch_size"):
+            try:
+                pair = _pair(getattr(self, name), name)
+            except ConfigError as err:
+                errors.append(str(err))
+                continue
+            if min(pair) <= 0:
+                errors.append(f"{name} must be positive; got {quote(getattr(self, name))}")
+            elif max(pair) > MAX_SIZE:
+                errors.append(f"{name} must be at most {MAX_SIZE}; got {quote(getattr(self, name))}")
+            else:
+                pairs[name] = pair
+        if len(pairs) == 2 and any(p > i for p, i in zip(pairs["patch_size"], pairs["image_size"], strict=True)):
+            errors.append(f"patch_size {quote(self.patch_size)} must not exceed image_size {quote(self.image_size)}")
+        for name in ("num_channels", "embed_dim", "window_size", "encoder_stride"):
+            sizes(name, getattr(self, name))
+        depths_ok = int_list("depths", self.depths, 1, MAX_DEPTH)
+        heads_ok = int_list("num_heads", self.num_heads, 1, MAX_SIZE)
+        if depths_ok and not self.depths:
+            errors.append("depths must name at least one stage; got []")
+        if depths_ok and heads_ok and len(self.depths) != len(self.num_heads):
             errors.append(
                 f"len(depths) ({len(self.depths)}) must equal len(num_heads) ({len(self.num_heads)}): "
                 f"depths={list(self.depths)}, num_heads={list(self.num_heads)}"
             )
-        elif isinstance(self.embed_dim, int) and self.embed_dim > 0:
+        elif depths_ok and heads_ok and _is_int(self.embed_dim) and 0 < self.embed_dim <= MAX_SIZE:
             for i, heads in enumerate(self.num_heads):
                 width = self.embed_dim * 2**i
-                if heads > 0 and width % heads:
+                if width % heads:
                     errors.append(
                         f"stage {i + 1} width embed_dim * 2**{i} ({width}) must be divisible by "
                         f"num_heads[{i}] ({heads})"
                     )
-        pws = self.pretrained_window_sizes
-        if any((not isinstance(p, int)) or p < 0 for p in pws):
-            errors.append(f"pretrained_window_sizes must be non-negative ints; got {list(pws)}")
-        elif len(pws) < len(self.depths) or any(pws[len(self.depths) :]):
-            errors.append(f"pretrained_window_sizes needs one entry per stage ({len(self.depths)}); got {list(pws)}")
-        if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
-            errors.append(f"mlp_ratio must be positive; got {self.mlp_ratio!r}")
+        if int_list("pretrained_window_sizes", self.pretrained_window_sizes, 0, MAX_SIZE) and depths_ok:
+            pws = self.pretrained_window_sizes
+            if len(pws) < len(self.depths) or any(pws[len(self.depths) :]):
+                errors.append(
+                    f"pretrained_window_sizes needs one entry per stage ({len(self.depths)}); got {list(pws)}"
+                )
+        real("mlp_ratio", "positive", lambda v: v > 0, 1e3)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                errors.append(f"{name} must be in [0, 1); got {value!r}")
-        if self.hidden_act not in ACTIVATIONS:
-            errors.append(f"hidden_act {self.hidden_act!r} is not supported; choose one of {list(ACTIVATIONS)}")
-        if not (isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0):
-            errors.append(f"layer_norm_eps must be positive; got {self.layer_norm_eps!r}")
-        if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range >= 0):
-            errors.append(f"initializer_range must be non-negative; got {self.initializer_range!r}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            real(name, "in [0, 1)", lambda v: 0 <= v < 1, 1.0)
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACTIVATIONS:
+            errors.append(f"hidden_act {quote(self.hidden_act)} is not supported; choose one of {list(ACTIVATIONS)}")
+        real("layer_norm_eps", "positive", lambda v: v > 0, 1.0)
+        real("initializer_range", "non-negative", lambda v: v >= 0, 1e3)
+        if not isinstance(self.attn_implementation, str) or self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             errors.append(
-                f"attn_implementation {self.attn_implementation!r} is not one of {list(ATTN_IMPLEMENTATIONS)}"
+                f"attn_implementation {quote(self.attn_implementation)} is not one of {list(ATTN_IMPLEMENTATIONS)}"
             )
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            errors.append(f"problem_type {self.problem_type!r} is not one of {list(PROBLEM_TYPES)}")
-        elif self.problem_type == "single_label_classification" and self.num_labels == 1:
+        if self.problem_type is not None and not (
+            isinstance(self.problem_type, str) and self.problem_type in PROBLEM_TYPES
+        ):
+            errors.append(f"problem_type {quote(self.problem_type)} is not one of {list(PROBLEM_TYPES)}")
+        if self.problem_type == "single_label_classification" and self.num_labels == 1:
             errors.append(
                 "problem_type 'single_label_classification' needs num_labels > 1; got num_labels=1 "
                 "(use num_labels=2 for binary classification, or problem_type 'regression' for one output)"
@@ -457,29 +526,37 @@ class Swinv2Config:
         for name in _BOOL_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, bool):
-                errors.append(f"{name} must be True or False; got {value!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            errors.append(f"dtype {self.dtype!r} is not a parameter dtype name; choose one of {list(DTYPES)} or None")
+                errors.append(f"{name} must be True or False; got {quote(value)}")
+        if self.dtype is not None and not (isinstance(self.dtype, str) and self.dtype in DTYPES):
+            errors.append(
+                f"dtype {quote(self.dtype)} is not a parameter dtype name; choose one of {list(DTYPES)} or None"
+            )
         if errors:
-            raise ValueError("invalid Swinv2Config: " + "; ".join(errors))
+            raise ConfigError("invalid Swinv2Config: " + "; ".join(errors))
 
     def _align_out_features(self) -> None:
         names = self.stage_names
         features, indices = self.out_features, self.out_indices
+        if features is not None and not (
+            isinstance(features, (list, tuple)) and all(isinstance(f, str) for f in features)
+        ):
+            raise ConfigError(f"out_features must be a list of stage names {names}; got {quote(features)}")
+        if indices is not None and not (isinstance(indices, (list, tuple)) and all(map(_is_int, indices))):
+            raise ConfigError(f"out_indices must be a list of ints; got {quote(indices)}")
         if features is not None:
             features = list(features)
             unknown = [f for f in features if f not in names]
             if unknown:
-                raise ValueError(f"out_features {unknown} are not stage names; choose from {names}")
+                raise ConfigError(f"out_features {unknown} are not stage names; choose from {names}")
             if len(set(features)) != len(features) or features != [n for n in names if n in features]:
-                raise ValueError(f"out_features must be unique and in stage order {names}; got {features}")
+                raise ConfigError(f"out_features must be unique and in stage order {names}; got {features}")
         if indices is not None:
             indices = [i % len(names) if -len(names) <= i < 0 else i for i in indices]
             bad = [i for i in indices if not 0 <= i < len(names)]
             if bad:
-                raise ValueError(f"out_indices {bad} are out of range for {len(names)} stage names {names}")
+                raise ConfigError(f"out_indices {bad} are out of range for {len(names)} stage names {names}")
             if len(set(indices)) != len(indices) or indices != sorted(indices):
-                raise ValueError(f"out_indices must be unique and increasing; got {self.out_indices}")
+                raise ConfigError(f"out_indices must be unique and increasing; got {self.out_indices}")
         if features is None and indices is None:
             features, indices = [names[-1]], [len(names) - 1]
         elif features is None:
@@ -487,7 +564,7 @@ class Swinv2Config:
         elif indices is None:
             indices = [names.index(f) for f in features]
         elif features != [names[i] for i in indices]:
-            raise ValueError(f"out_features {features} and out_indices {indices} name different stages")
+            raise ConfigError(f"out_features {features} and out_indices {indices} name different stages")
         self.out_features, self.out_indices = features, indices
 
     # ------------------------------------------------------------------------------ edit/copy
@@ -529,12 +606,15 @@ class Swinv2Config:
         data = dict(data)
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
-            raise ValueError(f"config is for model_type {model_type!r}, not {MODEL_TYPE!r}")
+            raise ConfigError(f"config is for model_type {quote(model_type)}, not {MODEL_TYPE!r}")
         names = _init_names() - {"extra"}
         kwargs = {k: data.pop(k) for k in list(data) if k in names}
         for key in _DERIVED_KEYS:
             data.pop(key, None)
-        extra = dict(data.pop("extra", {}) or {})
+        extra = data.pop("extra", {}) or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"extra must be a dict of unused config.json keys; got {quote(extra)}")
+        extra = dict(extra)
         extra.update(data)
         return cls(**kwargs, extra=extra)
 
@@ -600,7 +680,7 @@ class Swinv2Config:
         path = Path(path)
         data = _read_json(path)
         _warn_unknown(data, f"'{path}'")
-        return cls._from_dict(data)
+        return _from_file(cls, data, path)
 
     @classmethod
     def from_pretrained(
@@ -622,7 +702,7 @@ class Swinv2Config:
             config_file = resolve_model_dir(name_or_path) / subfolder / CONFIG_NAME
         data = _read_json(config_file)
         _warn_unknown({**data, **overrides}, f"'{config_file}'")
-        config = cls._from_dict(data)
+        config = _from_file(cls, data, config_file)
         return config._replace(overrides, source=None) if overrides else config
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
@@ -660,14 +740,30 @@ Swinv2Config.torchscript = property(  # type: ignore[attr-defined]
 Swinv2Config.torch_dtype = property(_get_torch_dtype, _set_torch_dtype, doc="Old name of `dtype`.")  # type: ignore[attr-defined]
 
 
+def _check_num_labels(num_labels: Any) -> None:
+    if not (_is_int(num_labels) and num_labels >= 0):
+        raise ConfigError(f"num_labels must be a non-negative int; got {quote(num_labels)}")
+    if num_labels > MAX_LABELS:
+        raise ConfigError(f"num_labels must be at most {MAX_LABELS}; got {quote(num_labels)}")
+
+
 def _int_keys(id2label: Any) -> dict[int, str]:
-    """`id2label` with int keys (JSON writes them as strings)."""
+    """`id2label` with int keys (JSON writes them as strings) and str names."""
     if not isinstance(id2label, Mapping):
-        raise ValueError(f"id2label must be a mapping of class index to name; got {id2label!r}")
-    try:
-        return {int(k): str(v) for k, v in id2label.items()}
-    except (TypeError, ValueError):
-        raise ValueError(f"id2label keys must be ints (or int strings); got {list(id2label)}") from None
+        raise ConfigError(f"id2label must be a mapping of class index to name; got {quote(id2label)}")
+    if len(id2label) > MAX_LABELS:
+        raise ConfigError(f"id2label may name at most {MAX_LABELS} classes; got {len(id2label)}")
+    converted: dict[int, str] = {}
+    for key, name in id2label.items():
+        index = key if _is_int(key) else None
+        if isinstance(key, str) and key.strip().lstrip("-").isdigit() and len(key) <= 12:
+            index = int(key)
+        if index is None:
+            raise ConfigError(f"id2label keys must be ints (or int strings); got {quote(list(id2label))}")
+        if not isinstance(name, str):
+            raise ConfigError(f"id2label names must be strings; got {quote(name)} for class {index}")
+        converted[index] = name
+    return converted
 
 
 def _init_names() -> set[str]:
@@ -676,16 +772,16 @@ def _init_names() -> set[str]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no config file at '{path}'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read config '{path}': not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"cannot read config '{path}': expected a JSON object, got {type(data).__name__}")
-    decoded: dict[str, Any] = _decode_special_floats(data)
+    decoded: dict[str, Any] = _decode_special_floats(read_json_object(path, "config file"))
     return decoded
+
+
+def _from_file(cls: type[Swinv2Config], data: Mapping[str, Any], path: Path) -> Swinv2Config:
+    """`cls._from_dict(data)`, with a validation error naming the file it came from."""
+    try:
+        return cls._from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"invalid config '{path}': {str(err).removeprefix('invalid Swinv2Config: ')}") from None
 
 
 def unknown_keys(keys: Iterable[str]) -> list[str]:

@@ -9,6 +9,7 @@ Images may be paths, PIL images, numpy arrays (H, W) / (H, W, C) or tensors (C, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from collections.abc import Sequence
@@ -21,7 +22,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from swinv2.io.errors import ConfigError, InputError, quote
 from swinv2.io.files import atomic_write_text
+from swinv2.io.jsonfile import read_json_object
+from swinv2.io.limits import check_memory
 from swinv2.zoo import IMAGENET_MEAN, IMAGENET_STD, get_variant
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -31,6 +35,18 @@ _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 
 
+#: Largest side a processor resizes to (a model input; images themselves are bounded by the memory limit).
+MAX_SIDE = 2**16
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     """A list or tuple of images as a list; anything else (a path string included) as one image."""
     if isinstance(images, (list, tuple)):
@@ -38,7 +54,7 @@ def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return [cast(ImageInput, images)]  # not a list or tuple: one image, whatever other sequence it may be
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An input that is not a usable image; the message names the input and the reason."""
 
 
@@ -64,6 +80,10 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         if path.stat().st_size == 0:
             raise ImageError(f"cannot read image '{path}': the file is empty")
         image = Image.open(path)
+        width, height = image.size
+        bands = len(image.getbands())
+        # the decoded image, its RGB copy and the float copy processing makes, before decoding anything
+        check_memory(width * height * (bands + 3 + 3 * 4), f"decoding image '{path}' ({width} x {height} pixels)")
         image.load()  # decode now: truncated files fail here, not later
         return image
     except FileNotFoundError:
@@ -74,8 +94,8 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageError(f"cannot read image '{path}': not an image file") from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"cannot read image '{path}': too large to decode safely ({err})") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageError):
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
+        if isinstance(err, InputError):
             raise
         raise ImageError(f"cannot read image '{path}': truncated or corrupt ({err})") from None
 
@@ -135,18 +155,43 @@ def _native_uint8(mode: str) -> bool:
     return mode == "bicubic"
 
 
-def resize(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resize (C, H, W) to `size` with antialiasing; uint8 stays uint8, rounded exactly as torchvision does."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
+#: How much larger than the input or the output (whichever is larger) the intermediate of a resize may be
+#: before the two passes are run in the other order (only extreme aspect ratios get near it).
+_INTERMEDIATE_RATIO = 16
+
+
+def _resize_once(batch: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """One `interpolate` call on (1, C, H, W); uint8 stays uint8, rounded exactly as torchvision does."""
     smooth = mode in ("bilinear", "bicubic")
     kwargs: dict[str, Any] = {"align_corners": False, "antialias": True} if smooth else {}
+    if batch.dtype == torch.uint8 and not (smooth and _native_uint8(mode)) and mode != "nearest":
+        return F.interpolate(batch.float(), size=size, mode=mode, **kwargs).clamp_(0, 255).round_().to(torch.uint8)
+    return F.interpolate(batch, size=size, mode=mode, **kwargs)
+
+
+def resize(image: torch.Tensor, size: tuple[int, int], mode: str, name: str = "the image") -> torch.Tensor:
+    """Resize (C, H, W) to `size` with antialiasing; uint8 stays uint8, rounded exactly as torchvision does.
+
+    torch resizes the width first, holding an (H, out_W) intermediate: for a 16-million-pixel-tall
+    strip resized to 256 x 256 that is billions of values. Where the intermediate would be far larger
+    than both the input and the output, the height is resized first instead (one call per axis), and
+    the work is checked against the memory limit before it starts.
+
+    Raises:
+        LimitError: the resize would need more memory than the limit allows (`name` says what image).
+    """
+    (height, width), (out_h, out_w) = image.shape[-2:], size
+    if (height, width) == (out_h, out_w):
+        return image
+    ends = max(height * width, out_h * out_w)
+    height_first = height * out_w > _INTERMEDIATE_RATIO * ends and out_h * width < height * out_w
+    intermediate = out_h * width if height_first else height * out_w
+    channels = image.shape[0]
+    check_memory(4 * channels * (ends + 2 * intermediate), f"resizing {name} ({width} x {height} pixels)")
     batch = image[None]  # (1, C, H, W)
-    if image.dtype == torch.uint8 and not (smooth and _native_uint8(mode)) and mode != "nearest":
-        out = F.interpolate(batch.float(), size=size, mode=mode, **kwargs).clamp_(0, 255).round_().to(torch.uint8)
-    else:
-        out = F.interpolate(batch, size=size, mode=mode, **kwargs)
-    return out[0]
+    if height_first:
+        batch = _resize_once(batch, (out_h, width), mode)
+    return _resize_once(batch, size, mode)[0]
 
 
 @dataclass
@@ -178,14 +223,30 @@ class Swinv2ImageProcessor:
     do_convert_rgb: bool = True
 
     def __post_init__(self) -> None:
-        if self.resample not in _RESAMPLE:
-            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)} (PIL codes); got {self.resample!r}")
-        if set(self.size) != {"height", "width"} or min(self.size.values()) <= 0:
-            raise ValueError(f"size must be {{'height': H, 'width': W}} with positive values; got {self.size!r}")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
-            raise ValueError(
-                f"image_mean and image_std need 3 values, std positive; got {self.image_mean}, {self.image_std}"
-            )
+        errors = []
+        if not (_is_int(self.resample) and self.resample in _RESAMPLE):
+            errors.append(f"resample must be one of {sorted(_RESAMPLE)} (PIL codes); got {quote(self.resample)}")
+        size = self.size
+        if not (
+            isinstance(size, dict)
+            and set(size) == {"height", "width"}
+            and all(_is_int(v) and 0 < v <= MAX_SIDE for v in size.values())
+        ):
+            errors.append(f"size must be {{'height': H, 'width': W}} with ints from 1 to {MAX_SIDE}; got {quote(size)}")
+        for name in ("image_mean", "image_std"):
+            values = getattr(self, name)
+            if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(map(_is_finite, values))):
+                errors.append(f"{name} must be 3 finite numbers; got {quote(values)}")
+            elif name == "image_std" and min(values) <= 0:
+                errors.append(f"image_std must be positive; got {quote(values)}")
+        if not (_is_finite(self.rescale_factor) and self.rescale_factor > 0):
+            errors.append(f"rescale_factor must be a positive number; got {quote(self.rescale_factor)}")
+        for name in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
+            if not isinstance(getattr(self, name), bool):
+                errors.append(f"{name} must be true or false; got {quote(getattr(self, name))}")
+        if errors:
+            raise ConfigError("invalid Swinv2ImageProcessor: " + "; ".join(errors))
+        self.image_mean, self.image_std = list(self.image_mean), list(self.image_std)
 
     @classmethod
     def from_variant(cls, name: str) -> Swinv2ImageProcessor:
@@ -210,7 +271,7 @@ class Swinv2ImageProcessor:
             name = f"'{image}'" if isinstance(image, (str, os.PathLike)) else f"image {index}"
             tensor = _as_chw_tensor(image, name)
             if self.do_resize:
-                tensor = resize(tensor, (height, width), _RESAMPLE[self.resample])
+                tensor = resize(tensor, (height, width), _RESAMPLE[self.resample], name)
             pixels = tensor.float()
             if self.do_rescale and tensor.dtype == torch.uint8:
                 pixels = pixels * self.rescale_factor
@@ -243,15 +304,13 @@ class Swinv2ImageProcessor:
 
         path = Path(name_or_path)
         file = path if path.is_file() else resolve_model_dir(name_or_path) / PREPROCESSOR_NAME
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no {PREPROCESSOR_NAME} at '{file}'") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"cannot read '{file}': not valid JSON ({err})") from None
+        data = read_json_object(file, PREPROCESSOR_NAME)
         known = {f for f in cls.__dataclass_fields__}
         fields = {k: v for k, v in data.items() if k in known}
         size = fields.get("size")
         if isinstance(size, dict) and "shortest_edge" in size:
-            raise ValueError(f"'{file}' resizes by shortest edge; this processor resizes to a fixed height and width")
-        return cls(**fields)
+            raise ConfigError(f"'{file}' resizes by shortest edge; this processor resizes to a fixed height and width")
+        try:
+            return cls(**fields)
+        except ConfigError as err:
+            raise ConfigError(f"invalid '{file}': {str(err).removeprefix('invalid Swinv2ImageProcessor: ')}") from None

@@ -120,7 +120,7 @@ def test_info_reports_parameters_and_labels(workspace: Path) -> None:
         (("classify",), "the following arguments are required"),
         (("classify", "x.jpg"), "--model"),
         (("features", "x.jpg", "--model", "m"), "--out"),
-        (("classify", "x.jpg", "--model", "m", "--top-k", "many"), "invalid int value"),
+        (("classify", "x.jpg", "--model", "m", "--top-k", "many"), "expected a positive integer"),
     ],
 )
 def test_misuse_exits_2(args: tuple[str, ...], phrase: str) -> None:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from swinv2.backends import triton_attention
 from swinv2.backends.packed_linear import cpu_has_bf16_units
-from swinv2.cli.common import CommandError, variant_name
+from swinv2.cli.common import CommandError, positive_int, variant_name
 from swinv2.io.keymaps import TIMM, from_transformers
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.zoo import get_variant
@@ -607,8 +607,8 @@ def register(commands: Any) -> None:
         "batch 256, eager and compiled, and a training step at batch 128.",
     )
     speed.add_argument("--variant", type=variant_name, default="swinv2-tiny-patch4-window8-256", metavar="NAME")
-    speed.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
-    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (default: 5)")
+    speed.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     speed.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     speed.add_argument("--out", metavar="DIR", help="also write <device>.json and <device>.md into DIR")
     speed.set_defaults(run=bench_command)

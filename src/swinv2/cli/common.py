@@ -15,6 +15,28 @@ class CommandError(Exception):
         self.reported = reported
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int of at least 1 (a count, a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int of at least 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {value}")
+    return value
+
+
 def variant_name(name: str) -> str:
     """argparse type: a known variant's canonical name (ours, the Hub id or timm's)."""
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from swinv2.cli.common import CommandError, variant_name
 from swinv2.config import Swinv2Config
 from swinv2.io.checkpoints import read_state_dict
+from swinv2.io.files import DestinationExistsError, recover, staged_output
 from swinv2.io.keymaps import TIMM, to_transformers
 from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import Swinv2ForImageClassification, Swinv2PreTrainedModel
@@ -41,19 +41,6 @@ def _reload(path: Path, target: str, source_model: Swinv2PreTrainedModel) -> Swi
     return reloaded.eval()
 
 
-def _place(staged: Path, destination: Path, overwrite: bool) -> None:
-    """Move the verified `staged` output to `destination`; an old destination goes only after that."""
-    if not destination.exists():
-        staged.rename(destination)
-        return
-    if not overwrite:
-        raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
-    retired = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", dir=destination.parent)) / destination.name
-    destination.rename(retired)
-    staged.rename(destination)
-    shutil.rmtree(retired.parent)
-
-
 def _write_preprocessing(source: Path, variant: str | None, model: Swinv2PreTrainedModel, directory: Path) -> None:
     """Make `directory` pipeline-ready: the source directory's own preprocessor_config.json (as it is), else
     the named variant's preprocessing, else resizing to the model's image size with ImageNet statistics."""
@@ -66,36 +53,44 @@ def _write_preprocessing(source: Path, variant: str | None, model: Swinv2PreTrai
         default_processor(model).save_pretrained(directory)
 
 
+def _write_verified(
+    model: Swinv2PreTrainedModel, source: Path, destination: Path, staged: Path, args: argparse.Namespace
+) -> torch.Tensor:
+    """Write `model` to `staged` in the `--to` format and check that reloading it reproduces `model`'s
+    outputs; returns the largest difference. Raises `CommandError` (so nothing is published) if not."""
+    if args.to == "hf":
+        model.save_pretrained(staged)
+        _write_preprocessing(source, args.variant, model, staged)
+    else:
+        save_timm(model, staged)  # raises for models other than classifiers
+    height, width = model.config.image_hw
+    pixel_values = torch.randn(1, model.config.num_channels, height, width, generator=torch.Generator().manual_seed(0))
+    difference = (_outputs(_reload(staged, args.to, model), pixel_values) - _outputs(model, pixel_values)).abs().max()
+    if not difference <= VERIFY_ATOL:
+        raise CommandError(f"'{destination}' would not reproduce '{source}' (max abs difference {difference:.3g})")
+    return difference
+
+
 def convert(args: argparse.Namespace) -> str:
-    """Convert SRC to DST, verify the written checkpoint reproduces SRC's outputs, then move it in place."""
+    """Convert SRC to DST, verify the written checkpoint reproduces SRC's outputs, then move it in place.
+
+    The output is staged beside DST and published by `staged_output`: a killed conversion leaves DST as it
+    was (or absent) and its staging for the next run to remove; `--overwrite` keeps the old DST until the
+    new one is in place."""
     source, destination = Path(args.src), Path(args.dst)
     if not source.exists():
         raise CommandError(f"no such file or directory: '{source}'")
+    recover(destination)  # an interrupted earlier run's leftovers, before deciding whether DST exists
     if destination.exists() and not args.overwrite:
         raise CommandError(f"'{destination}' exists; pass --overwrite to replace it")
     config = Swinv2Config.from_json_file(args.config) if args.config else None
     model = load_checkpoint(source, variant=args.variant, config=config)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        staged = staging / destination.name
-        if args.to == "hf":
-            model.save_pretrained(staged)
-            _write_preprocessing(source, args.variant, model, staged)
-        else:
-            save_timm(model, staged)  # raises for models other than classifiers
-        height, width = model.config.image_hw
-        pixel_values = torch.randn(
-            1, model.config.num_channels, height, width, generator=torch.Generator().manual_seed(0)
-        )
-        difference = (
-            (_outputs(_reload(staged, args.to, model), pixel_values) - _outputs(model, pixel_values)).abs().max()
-        )
-        if not difference <= VERIFY_ATOL:
-            raise CommandError(f"'{destination}' would not reproduce '{source}' (max abs difference {difference:.3g})")
-        _place(staged, destination, args.overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_output(destination, overwrite=args.overwrite) as staged:
+            difference = _write_verified(model, source, destination, staged, args)
+    except DestinationExistsError:  # appeared while converting
+        raise CommandError(f"'{destination}' exists; pass --overwrite to replace it") from None
     kind = "a transformers directory" if args.to == "hf" else "a timm state dict"
     return (
         f"converted '{source}' -> '{destination}' ({kind}, {type(model).__name__}, "

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from swinv2.cli.common import non_negative_int, positive_int
 from swinv2.config import Swinv2Config
 from swinv2.models import Swinv2ForImageClassification
 from swinv2.pipeline import classify
@@ -212,6 +213,6 @@ def register(commands: Any) -> None:
     """Add `demo` to the `swinv2` subcommands."""
     demo = commands.add_parser("demo", help="train a small Swin V2 on scikit-learn's digits, offline")
     demo.add_argument("--out", default="swinv2-demo", metavar="DIR", help="where to write (default: swinv2-demo)")
-    demo.add_argument("--epochs", type=int, default=40, metavar="N")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=positive_int, default=40, metavar="N")
+    demo.add_argument("--seed", type=non_negative_int, default=0)
     demo.set_defaults(run=demo_command)

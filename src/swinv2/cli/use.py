@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from swinv2.cli.common import CommandError, add_model_arguments
+from swinv2.cli.common import CommandError, add_model_arguments, positive_int
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -40,14 +40,26 @@ def _progress(done: int, total: int) -> None:
         sys.stderr.flush()
 
 
+def strict_json(record: dict[str, Any]) -> str:
+    """One line of strict JSON: non-finite numbers (from non-finite weights, say) become null, and a
+    "warnings" field names where, so every JSON reader can parse the line."""
+    from swinv2.io.jsonfile import json_safe
+
+    safe, replaced = json_safe(record)
+    if replaced:
+        safe["warnings"] = [f"non-finite value replaced by null at {where}" for where in replaced]
+    return json.dumps(safe, allow_nan=False)
+
+
 def _readable_images(paths: Sequence[Path], failures: list[str], command: str) -> list[tuple[Path, Any]]:
-    from swinv2.preprocess import ImageError, open_image
+    from swinv2.io.errors import InputError
+    from swinv2.preprocess import open_image
 
     good = []
     for path in paths:
         try:
             good.append((path, open_image(path)))
-        except ImageError as err:
+        except InputError as err:
             failures.append(str(err))
             print(f"swinv2 {command}: error: {err}", file=sys.stderr)
     return good
@@ -68,7 +80,7 @@ def classify_command(args: argparse.Namespace) -> str:
             results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
             for (path, _), predictions in zip(good, results, strict=True):
                 if args.json:
-                    print(json.dumps({"path": str(path), "predictions": predictions}))
+                    print(strict_json({"path": str(path), "predictions": predictions}))
                 else:
                     lines.append(f"{path}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in predictions))
         _progress(min(start + args.batch_size, len(paths)), len(paths))
@@ -117,8 +129,8 @@ def register(commands: Any) -> None:
     cls = commands.add_parser("classify", help="classify images (files, directories, globs)")
     cls.add_argument("paths", nargs="+", metavar="PATH")
     add_model_arguments(cls)
-    cls.add_argument("--top-k", type=int, default=5, metavar="K")
-    cls.add_argument("--batch-size", type=int, default=8, metavar="N")
+    cls.add_argument("--top-k", type=positive_int, default=5, metavar="K")
+    cls.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     cls.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1 ... (default: cpu)")
     cls.add_argument("--json", action="store_true", help="one JSON object per image and line")
     cls.set_defaults(run=classify_command)
@@ -128,6 +140,6 @@ def register(commands: Any) -> None:
     add_model_arguments(feats)
     feats.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .npy")
     feats.add_argument("--stages", metavar="LIST", help="comma-separated stage names (stem,stage1,...)")
-    feats.add_argument("--batch-size", type=int, default=8, metavar="N")
+    feats.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     feats.add_argument("--device", default=None, metavar="D")
     feats.set_defaults(run=features_command)

@@ -6,10 +6,10 @@ Files are read without executing code: safetensors first; `.bin`/`.pt`/`.pth` on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from swinv2.io.errors import ConfigError, InputError, quote
 from swinv2.io.files import atomic_write
+from swinv2.io.jsonfile import read_json_object
+from swinv2.io.limits import check_memory, parse_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 _WRAPPER_KEYS = ("model", "state_dict", "model_ema")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A weight file could not be read, or its tensors do not fit the model (then `report` says how)."""
 
     def __init__(self, message: str, report: LoadReport | None = None, subject: str = "") -> None:
@@ -40,67 +43,160 @@ class CheckpointError(RuntimeError):
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    check_memory(path.stat().st_size, f"reading '{path}'")
     try:
         return load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read '{path}': not a valid safetensors file ({err})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read '{path}': not a valid safetensors file ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _exotic(tensor: torch.Tensor) -> str | None:
+    """Why `tensor` is not a plain dense CPU tensor this library can load, or None."""
+    if type(tensor) not in (torch.Tensor, nn.Parameter):
+        return f"a {type(tensor).__name__} (a tensor subclass)"
+    if tensor.is_meta:
+        return "a meta tensor (it holds no values)"
+    if tensor.layout != torch.strided:
+        return f"a {str(tensor.layout).removeprefix('torch.')} tensor (only dense tensors load)"
+    if tensor.is_quantized:
+        return f"a quantized tensor ({str(tensor.dtype).removeprefix('torch.')})"
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        return f"a {str(tensor.dtype).removeprefix('torch.')} tensor"
+    return None
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise CheckpointError(f"cannot read '{path}': the file is empty")
+    check_memory(size, f"reading '{path}'")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors stay in the file until copied, so a storage that claims more bytes than the file
+        # has cannot make torch allocate it first; it needs the zip format every torch since 1.6 writes.
+        zipped = zipfile.is_zipfile(path)
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
             f"refusing to load '{path}': it is corrupt or needs code beyond plain tensors to unpickle, "
-            f"which could run anything ({reason}); re-save it as safetensors where you trust it"
+            f"which could run anything ({_first_line(err)}); re-save it as safetensors where you trust it"
         ) from None
     except Exception as err:  # torch.load raises many types on foreign bytes; all mean the same here
-        raise CheckpointError(f"cannot read '{path}': not a PyTorch checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"cannot read '{path}': not a PyTorch checkpoint ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     if isinstance(data, Mapping):
         # training checkpoints (the Microsoft release among them) keep the weights under one key
         for wrapper in _WRAPPER_KEYS:
             if isinstance(data.get(wrapper), Mapping):
                 data = data[wrapper]
                 break
-    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+    if not isinstance(data, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
         raise CheckpointError(
             f"cannot read '{path}': expected a mapping of names to tensors (or one under {list(_WRAPPER_KEYS)})"
         )
+    for key, tensor in data.items():
+        reason = _exotic(tensor)
+        if reason is not None:
+            raise CheckpointError(f"cannot load '{path}': tensor {quote(key)} is {reason}")
     return dict(data)
+
+
+def _shard_paths(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` names: existing weight files inside its own directory, each once."""
+    try:
+        data = read_json_object(index, "shard index")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(
+            f"cannot read shard index '{index}': expected \"weight_map\", an object of tensor names to shard "
+            f"file names; got {quote(weight_map)}"
+        )
+    root = index.parent.resolve()
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        shard = (index.parent / name).resolve()
+        if Path(name).is_absolute() or not shard.is_relative_to(root):
+            raise CheckpointError(f"refusing shard index '{index}': shard {quote(name)} is outside '{index.parent}'")
+        if shard.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+            raise CheckpointError(
+                f"cannot read shard index '{index}': shard {quote(name)} is not a weight file "
+                "(.safetensors, .bin, .pt or .pth)"
+            )
+        if not shard.is_file():
+            raise FileNotFoundError(f"no weight file at '{index.parent / name}' (a shard named by '{index}')")
+        shards.append(index.parent / name)
+    return shards
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    where: dict[str, Path] = {}
+    for shard in _shard_paths(index):
+        for key, tensor in read_state_dict(shard).items():
+            if key in state:
+                raise CheckpointError(
+                    f"cannot read shard index '{index}': tensor {quote(key)} is in both '{where[key].name}' "
+                    f"and '{shard.name}'"
+                )
+            state[key], where[key] = tensor, shard
+    return state
+
+
+def _directory_weights(path: Path) -> Path | None:
+    for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PICKLE_WEIGHTS_NAME):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def weight_file_bytes(directory: str | os.PathLike[str]) -> int | None:
+    """Total size of a model directory's weight file(s), None when it has none (or an unreadable index)."""
+    found = _directory_weights(Path(directory))
+    if found is None:
+        return None
+    if not found.name.endswith(".index.json"):
+        return found.stat().st_size
+    try:
+        return sum(shard.stat().st_size for shard in _shard_paths(found))
+    except (CheckpointError, OSError):
+        return None  # reading the weights reports it
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read tensors from a weight file, or from a model directory's weight file(s).
 
     A directory is searched for `model.safetensors`, then a sharded `model.safetensors.index.json`,
-    then `pytorch_model.bin`.
+    then `pytorch_model.bin`. A shard index may only name weight files in its own directory, and no
+    tensor twice.
 
     Raises:
         FileNotFoundError: nothing to read at `path`.
-        CheckpointError: the file is corrupt, not a checkpoint, or would need arbitrary code.
+        CheckpointError: the file is corrupt, not a checkpoint, would need arbitrary code, holds tensors
+            that are not plain dense ones (meta, sparse, quantized), or is a malformed shard index.
+        LimitError: the file is larger than the memory limit.
     """
     path = Path(path)
     if path.is_dir():
-        for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PICKLE_WEIGHTS_NAME):
-            if (path / name).is_file():
-                return read_state_dict(path / name)
-        raise FileNotFoundError(
-            f"no weights in '{path}': expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME} or {PICKLE_WEIGHTS_NAME}"
-        )
+        found = _directory_weights(path)
+        if found is None:
+            raise FileNotFoundError(
+                f"no weights in '{path}': expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME} "
+                f"or {PICKLE_WEIGHTS_NAME}"
+            )
+        return read_state_dict(found)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at '{path}'")
     if path.name.endswith(".index.json"):
-        try:
-            shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise CheckpointError(f"cannot read '{path}': not a safetensors shard index ({err})") from None
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(read_state_dict(path.parent / shard))
-        return state
+        return _read_shards(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
@@ -219,26 +315,9 @@ def load_into_model(
 
 
 # ---------------------------------------------------------------------------------- shards
-_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # huggingface_hub's (decimal) units
-
-
 def parse_shard_size(size: int | str) -> int:
     """Bytes in `size`: an int, or digits and a unit as huggingface_hub reads them ("5GB", "200MB", "1.5KB")."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise ValueError(f"max_shard_size must be positive; got {size}")
-        return size
-    text = str(size).strip()
-    unit = text[-2:].upper()
-    try:
-        value = float(text[:-2].strip()) if unit in _SIZE_UNITS else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise ValueError(
-            f"max_shard_size must be bytes (an int) or digits and one of {list(_SIZE_UNITS)}; got {size!r}"
-        )
-    return int(value * _SIZE_UNITS[unit])
+    return parse_bytes(size, "max_shard_size")
 
 
 def split_into_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> list[list[str]]:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from swinv2.config import Swinv2Config
+from swinv2.config import CONFIG_NAME, Swinv2Config
 from swinv2.io.checkpoints import (
     PICKLE_WEIGHTS_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
@@ -30,13 +30,16 @@ from swinv2.io.checkpoints import (
     parse_shard_size,
     read_state_dict,
     split_into_shards,
+    weight_file_bytes,
     write_safetensors,
 )
 from swinv2.io.files import atomic_write, atomic_write_text
 from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import HEAD_MODULES, is_transformers_encoder_key
+from swinv2.io.limits import check_memory
 from swinv2.layers.weight_init import trunc_normal_init
 from swinv2.models.registry import get_backend, release_caches
+from swinv2.models.size import Head, model_size
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class Swinv2PreTrainedModel(nn.Module):
     """
 
     config_class: type[Swinv2Config] = Swinv2Config
+    size_head: Head = "none"  # the head `model_size` counts for this class
     base_model_prefix = "swinv2"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
@@ -125,6 +129,9 @@ class Swinv2PreTrainedModel(nn.Module):
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
+        if torch.get_default_device().type != "meta":  # a meta-device build allocates nothing
+            size = model_size(config, self.size_head)
+            check_memory(size.total_bytes, f"building {type(self).__name__} ({size.parameters:,} parameters)")
         self.config = config
         self._weights_initialized = False
 
@@ -516,6 +523,9 @@ class Swinv2PreTrainedModel(nn.Module):
             config = cls.config_class.from_pretrained(directory)
         if config_overrides:
             config = config.replace(**config_overrides)
+        if state_dict is None and strict is not False:
+            assert directory is not None
+            _check_weights_cover_config(directory, config)
         model = cls(config)
         if state_dict is None:
             assert directory is not None
@@ -529,6 +539,18 @@ class Swinv2PreTrainedModel(nn.Module):
         model.to(device=_resolve_device(device or device_map), dtype=_resolve_dtype(dtype or torch_dtype, config))
         model.eval()
         return (model, info) if output_loading_info else model
+
+
+def _check_weights_cover_config(directory: Path, config: Swinv2Config) -> None:
+    """Refuse a config.json that describes far more parameters than the directory's weight files can hold
+    (at 16 bits each, the smallest dtype saved), before a model of that size is built."""
+    stored = weight_file_bytes(directory)
+    needed = 2 * model_size(config, "none").parameters  # a missing head may be initialised fresh
+    if stored is not None and needed > stored + 2**20:
+        raise CheckpointError(
+            f"'{directory / CONFIG_NAME}' describes {needed // 2:,} encoder parameters, but the weight files "
+            f"of '{directory}' hold only {stored:,} bytes: the config does not belong to these weights"
+        )
 
 
 class BackboneMixin:

@@ -54,6 +54,7 @@ from swinv2.models.outputs import (
     Swinv2ModelOutput,
 )
 from swinv2.models.registry import Backend, get_backend, register_backend
+from swinv2.models.size import Head
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the V2 paper clamps the cosine-attention temperature at 100
 CPB_HIDDEN = 512  # width of the continuous position bias MLP
@@ -627,7 +628,7 @@ class Swinv2Encoder(nn.Module):
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__()
         options = BlockOptions.from_config(config)
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()  # not on meta
         starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
         stages = []
         for i in range(config.num_layers):
@@ -768,6 +769,8 @@ class Swinv2ForImageClassification(Swinv2PreTrainedModel):
     cross-entropy for integer labels, multi-label BCE otherwise (transformers' rule).
     """
 
+    size_head: Head = "classifier"
+
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)
         self.swinv2 = Swinv2Model(config)
@@ -840,6 +843,8 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
     The reconstruction is cropped to the input size (the encoder pads inputs that are not multiples of
     `encoder_stride`), and the mask follows the input's own patch grid, so any size works.
     """
+
+    size_head: Head = "decoder"
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__(config)

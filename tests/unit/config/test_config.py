@@ -395,14 +395,15 @@ def test_replace_validates_and_resets_out_features():
 def test_from_json_file_invalid_json(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match=re.escape(f"cannot read config '{path}': not valid JSON")):
+    with pytest.raises(ValueError, match=re.escape(f"cannot read config file '{path}': not valid JSON")):
         Swinv2Config.from_json_file(path)
 
 
 def test_from_json_file_non_object(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("[1, 2, 3]", encoding="utf-8")
-    with pytest.raises(ValueError, match=re.escape(f"cannot read config '{path}': expected a JSON object, got list")):
+    expected = f"cannot read config file '{path}': expected a JSON object, got a JSON array"
+    with pytest.raises(ValueError, match=re.escape(expected)):
         Swinv2Config.from_json_file(path)
 
 
@@ -415,7 +416,7 @@ def test_from_json_file_missing(tmp_path):
 def test_from_json_file_not_utf8(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ValueError, match=re.escape(f"cannot read config '{path}'")):
+    with pytest.raises(ValueError, match=re.escape(f"cannot read config file '{path}': not UTF-8")):
         Swinv2Config.from_json_file(path)
 
 
