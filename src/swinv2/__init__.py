@@ -9,6 +9,8 @@ Example:
 from swinv2 import backends  # registers the fast paths
 from swinv2.config import Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, LoadReport
+from swinv2.io.errors import ConfigError, InputError, LimitError
+from swinv2.io.limits import memory_limit, set_memory_limit
 from swinv2.io.layouts import detect_layout
 from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import (
@@ -31,7 +33,10 @@ __version__ = "0.1.0"
 __all__ = [
     "BackboneOutput",
     "CheckpointError",
+    "ConfigError",
     "ImageError",
+    "InputError",
+    "LimitError",
     "LoadReport",
     "Swinv2Backbone",
     "Swinv2Config",
@@ -50,6 +55,8 @@ __all__ = [
     "get_variant",
     "list_variants",
     "load_checkpoint",
+    "memory_limit",
     "rewindow",
     "save_timm",
+    "set_memory_limit",
 ]

@@ -7,7 +7,6 @@ config.json) only to count its parameters and FLOPs. `--config` prints the full 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ def info_command(args: argparse.Namespace) -> str:
     """One screen about the model (no weights read), or with --config its full config JSON."""
     config, cls, processor, where, origin = _describe(args.model)
     if args.config:
-        return json.dumps(config.to_dict(), indent=2, sort_keys=True)  # full: defaults included
+        return config.to_json_string(use_diff=False).rstrip("\n")  # full: defaults included; strict JSON
     model = cls(config).eval()
     height, width = config.image_hw
     flops = count_flops_without_data(model, height, width)

@@ -151,6 +151,26 @@ def _read_shards(index: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+#: Prefixes a wrapper puts before every key of the model it wraps: DistributedDataParallel / DataParallel,
+#: and `torch.compile`'s OptimizedModule.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """`state` without a wrapper prefix that every key carries (`module.`, `_orig_mod.`, or both nested), as
+    a state dict saved from a wrapped model has; anything else unchanged."""
+    stripped = []
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+        stripped.append(prefix)
+    if stripped:
+        logger.info("'%s': removed the wrapper prefix %s from every key", source, "".join(stripped))
+    return state
+
+
 def _directory_weights(path: Path) -> Path | None:
     for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, PICKLE_WEIGHTS_NAME):
         if (path / name).is_file():
@@ -198,9 +218,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.name.endswith(".index.json"):
         return _read_shards(path)
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return strip_wrapper_prefixes(_read_safetensors(path), path)
     if path.suffix in PICKLE_SUFFIXES:
-        return _read_pickle(path)
+        return strip_wrapper_prefixes(_read_pickle(path), path)
     raise CheckpointError(f"cannot read '{path}': unknown weight file type (use .safetensors, .bin, .pt or .pth)")
 
 
