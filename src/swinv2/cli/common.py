@@ -15,26 +15,24 @@ class CommandError(Exception):
         self.reported = reported
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int of at least 1 (a count, a batch size)."""
+def _int_at_least(text: str, minimum: int, kind: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer; got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {kind} integer; got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int of at least 1 (a count, a batch size)."""
+    return _int_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an int of at least 0 (a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {value}")
-    return value
+    return _int_at_least(text, 0, "non-negative")
 
 
 def variant_name(name: str) -> str:
