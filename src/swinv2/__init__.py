@@ -10,8 +10,8 @@ from swinv2 import backends  # registers the fast paths
 from swinv2.config import Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, LoadReport
 from swinv2.io.errors import ConfigError, InputError, LimitError
-from swinv2.io.limits import memory_limit, set_memory_limit
 from swinv2.io.layouts import detect_layout
+from swinv2.io.limits import memory_limit, set_memory_limit
 from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import (
     BackboneOutput,

@@ -458,7 +458,9 @@ class Swinv2Config:
 
         def real(name: str, rule: str, accept: Callable[[float], bool], maximum: float) -> None:
             value = getattr(self, name)
-            if not (_is_real(value) and accept(value)):
+            if isinstance(value, float) and not math.isfinite(value):
+                errors.append(f"{name} must be a finite number; got {quote(value)}")
+            elif not (_is_real(value) and accept(value)):
                 errors.append(f"{name} must be {rule}; got {quote(value)}")
             elif value > maximum:
                 errors.append(f"{name} must be at most {maximum:g}; got {quote(value)}")
@@ -523,7 +525,7 @@ class Swinv2Config:
                 "problem_type 'single_label_classification' needs num_labels > 1; got num_labels=1 "
                 "(use num_labels=2 for binary classification, or problem_type 'regression' for one output)"
             )
-        for name in _BOOL_FIELDS:
+        for name in (*_BOOL_FIELDS, "qkv_bias", "use_absolute_embeddings"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 errors.append(f"{name} must be True or False; got {quote(value)}")
@@ -598,6 +600,8 @@ class Swinv2Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Swinv2Config:
         """Build from a transformers-style dict; unknown keys go to `extra` (with one logged warning)."""
+        if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"a config dict needs string keys; got {quote(data)}")
         _warn_unknown(data, "the config dict")
         return cls._from_dict(data)
 

@@ -124,7 +124,10 @@ def load_checkpoint(
         return cast(Swinv2PreTrainedModel, cls.from_pretrained(path, config=saved))  # no output_loading_info
     state = read_state_dict(path)
     layout = detect_layout(state, str(path))
-    converted = to_transformers(state, layout)
+    try:
+        converted = to_transformers(state, layout)
+    except CheckpointError as err:
+        raise CheckpointError(f"cannot load '{path}' ({layout} layout): {err}") from None
     base = _resolve_config(variant, config, str(path))
     has_decoder = any(k.startswith("decoder.") for k in converted.tensors)
     cls = Swinv2ForMaskedImageModeling if layout == MICROSOFT_SIMMIM or has_decoder else Swinv2ForImageClassification

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,7 +80,9 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise ImageError(f"cannot read image '{path}': the file is empty")
-        image = Image.open(path)
+        with warnings.catch_warnings():  # PIL warns above its pixel count; the memory check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
         width, height = image.size
         bands = len(image.getbands())
         # the decoded image, its RGB copy and the float copy processing makes, before decoding anything

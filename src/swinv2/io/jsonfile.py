@@ -44,7 +44,10 @@ def _parse_int(literal: str) -> int:
 def _parse_float(literal: str) -> float:
     if len(literal) > MAX_NUMBER_DIGITS + 10:
         raise ValueError(f"a number of {len(literal)} characters")
-    return float(literal)
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999: no float holds it (NaN and Infinity literals are read as such)
+        raise ValueError(f"the number {literal} is too large for a float")
+    return value
 
 
 def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> dict[str, Any]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from swinv2.io.checkpoints import CheckpointError
+
 TRANSFORMERS, TIMM, MICROSOFT, MICROSOFT_SIMMIM = "transformers", "timm", "microsoft", "microsoft-simmim"
 LAYOUTS = (TRANSFORMERS, TIMM, MICROSOFT, MICROSOFT_SIMMIM)
 
@@ -124,6 +126,11 @@ def official_encoder_to_transformers(state: Mapping[str, torch.Tensor], merge_sh
         key = _merge_stage_shift(key, merge_shift)
         fused = _QKV_OFFICIAL_RE.match(key)
         if fused:
+            if tensor.ndim == 0 or tensor.shape[0] % 3:
+                raise CheckpointError(
+                    f"tensor {key!r} has shape {list(tensor.shape)}; a fused q/k/v projection stacks three "
+                    "equal parts along its first dimension"
+                )
             for part, chunk in zip(QKV_PARTS, tensor.chunk(3, dim=0), strict=True):
                 out.tensors[_QKV_HF.format(part=part, **fused.groupdict())] = chunk.contiguous()  # (C, C)
             continue
@@ -132,6 +139,10 @@ def official_encoder_to_transformers(state: Mapping[str, torch.Tensor], merge_sh
             out.unmatched.append(key)
             continue
         if name == _POS_EMBED_HF:
+            if tensor.ndim != 3 or tensor.shape[0] != 1:
+                raise CheckpointError(
+                    f"tensor {key!r} has shape {list(tensor.shape)}; an absolute position table is (1, L, C)"
+                )
             tensor = torch.cat([torch.zeros_like(tensor[:, :1]), tensor], dim=1)  # (1, L+1, C)
         out.tensors[name] = tensor
     return out
@@ -207,4 +218,3 @@ def from_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Convert
         else:
             converted.unmatched.append(key)
     return converted
-

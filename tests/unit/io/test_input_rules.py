@@ -72,7 +72,7 @@ def test_json_larger_than_the_limit_is_refused_before_reading(tmp_path, monkeypa
 
 
 def test_missing_json_is_file_not_found_naming_it(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="no shard index at '.*absent.json'"):
+    with pytest.raises(FileNotFoundError, match=r"no shard index at '.*absent\.json'"):
         read_json_object(tmp_path / "absent.json", "shard index")
 
 
@@ -87,7 +87,7 @@ def test_json_safe_replaces_non_finite_numbers_and_says_where() -> None:
 def test_parse_bytes_reads_units_and_refuses_the_rest() -> None:
     assert parse_bytes("2GB", "x") == 2 * 10**9 and parse_bytes(" 1.5kb ", "x") == 1500 and parse_bytes(7, "x") == 7
     for bad in (0, -1, True, "1e999GB", "GB", "5 parsecs", "nanGB"):
-        with pytest.raises(InputError, match="^x must be"):
+        with pytest.raises(InputError, match=r"^x must be"):
             parse_bytes(bad, "x")  # type: ignore[arg-type]
 
 
