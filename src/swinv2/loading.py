@@ -16,6 +16,7 @@ import torch
 
 from swinv2.config import CONFIG_NAME, Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, read_state_dict, write_safetensors
+from swinv2.io.errors import quote
 from swinv2.io.files import atomic_write
 from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import MICROSOFT, MICROSOFT_SIMMIM, TIMM, from_transformers, to_transformers
@@ -69,9 +70,15 @@ def model_class_for(config: Swinv2Config, where: str | os.PathLike[str]) -> type
         CheckpointError: the config names a class that is not a Swin V2 model (`where` names the directory).
     """
     names = config.extra.get("architectures") or ["Swinv2ForImageClassification"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(
+            f"'{where}': config.json's \"architectures\" must be a list of class names; got {quote(names)}"
+        )
     cls = MODEL_CLASSES.get(names[0])
     if cls is None:
-        raise CheckpointError(f"'{where}' holds a {names[0]}, not a Swin V2 model")
+        raise CheckpointError(
+            f"'{where}' holds a {quote(names[0])}, not a Swin V2 model (one of {sorted(MODEL_CLASSES)})"
+        )
     return cls
 
 

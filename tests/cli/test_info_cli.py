@@ -166,7 +166,7 @@ def test_bad_input_is_one_line(tmp_path):
     other.mkdir()
     data = tiny_config().to_dict() | {"architectures": ["ViTForImageClassification"]}
     (other / "config.json").write_text(json.dumps(data), encoding="utf-8")
-    assert_one_line_error(run_cli(other), f"'{other}' holds a ViTForImageClassification, not a Swin V2 model")
+    assert_one_line_error(run_cli(other), f"'{other}' holds a 'ViTForImageClassification', not a Swin V2 model")
 
     assert_one_line_error(run_cli(tmp_path / "absent" / "dir"), "no model directory at")
     assert_one_line_error(

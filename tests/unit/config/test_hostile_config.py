@@ -336,3 +336,15 @@ def test_config_errors_are_input_errors_and_value_errors(tmp_path: Path) -> None
         Swinv2Config.from_pretrained(tmp_path)
     with pytest.raises(ValueError):
         _config(embed_dim="16")
+
+
+@pytest.mark.parametrize("architectures", ["Swinv2ForImageClassification", {"0": "x"}, 7, [3]])
+def test_architectures_of_the_wrong_type_are_named(tmp_path: Path, architectures: object) -> None:
+    """`architectures` picks the model class; anything but a list of names is refused by name, not indexed."""
+    from swinv2.io.checkpoints import CheckpointError
+    from swinv2.loading import model_class_for
+
+    config = Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=(1,), num_heads=(1,), window_size=4)
+    config.extra["architectures"] = architectures
+    with pytest.raises(CheckpointError, match=re.escape(f"'{tmp_path}': config.json's \"architectures\" must be")):
+        model_class_for(config, tmp_path)
