@@ -31,7 +31,7 @@ TIERS: list[tuple[str, frozenset[str]]] = [  # (tier, the first name after `swin
     ("backends", frozenset({"backends"})),
     ("app", frozenset({"zoo", "rewindow", "preprocess", "pipeline", "loading"})),
     ("train", frozenset({"train"})),
-    ("cli", frozenset({"cli"})),
+    ("cli", frozenset({"cli", "__main__"})),  # `python -m swinv2` is the command line
 ]
 ROOT = "package root"  # `swinv2` itself, above every tier
 RANK = {name: rank for rank, (name, _) in enumerate(TIERS)} | {ROOT: len(TIERS)}

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from swinv2.cli import bench, convert, demo, info, use
+from swinv2.cli import bench, convert, demo, info, train, use
 from swinv2.cli.common import CommandError
 from swinv2.io.checkpoints import CheckpointError
 from swinv2.io.errors import InputError
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help=f"show the traceback of a failure (or set {DEBUG_VARIABLE}=1)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (convert, bench, use, info, demo):
+    for group in (convert, bench, use, info, train, demo):
         group.register(commands)
     for command in commands.choices.values():  # `swinv2 COMMAND ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -1,0 +1,173 @@
+"""`swinv2 train` and `swinv2 evaluate`: fine-tuning and measuring classifiers (thin over `swinv2.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from swinv2.cli.common import non_negative_int, positive_int, variant_name
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {value}")
+    return value
+
+
+def train_command(args: argparse.Namespace) -> str:
+    """Train, then say where the run is and how it ended."""
+    from swinv2.train.trainer import TrainConfig, train
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
+    config = TrainConfig(
+        data=args.data,
+        model=args.model,
+        out=args.out,
+        variant=args.variant,
+        random_weights=args.random_weights,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        layer_decay=args.layer_decay,
+        label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        drop_path=args.drop_path,
+        grad_clip=args.grad_clip,
+        accumulate=args.accumulate,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        ema=args.ema,
+        image_size=args.image_size,
+        window_size=args.window_size,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        workers=args.workers,
+        device=args.device,
+    )
+    result = train(config)
+    if not main_process:
+        return ""
+    lines = [f"trained {result.steps} steps; model in '{result.run / 'model'}'"]
+    if result.evaluation is not None:
+        lines.append(f"held-out: {result.evaluation.summary()}")
+    if result.skipped_images:
+        lines.append(f"skipped {len(result.skipped_images)} unreadable images:")
+        lines += [f"  {path}: {reason}" for path, reason in result.skipped_images]
+    return "\n".join(lines)
+
+
+def evaluate_command(args: argparse.Namespace) -> str:
+    """Top-1/top-5 accuracy, loss and the confusion matrix of a model on DATA's held-out images."""
+    from swinv2.pipeline import load_model
+    from swinv2.train.data import load_classification_data
+    from swinv2.train.metrics import confusion_text, evaluate
+
+    model, processor = load_model(args.model, device=args.device)
+    data = load_classification_data(args.data, processor=processor, seed=args.seed)
+    names = data.class_names
+    labels = model.config.id2label or {}
+    if [labels.get(i) for i in range(len(names))] != names:
+        from swinv2.io.errors import InputError
+
+        raise InputError(
+            f"the model's classes {list(labels.values())[:10]} are not the data's {names[:10]} (same names, same order)"
+        )
+    split = data.val if args.split == "val" else data.train_eval
+    result = evaluate(model, split, num_classes=len(names), batch_size=args.batch_size, device=args.device)
+    if args.json:
+        from swinv2.cli.use import strict_json
+
+        return strict_json(
+            {
+                "split": args.split,
+                "images": result.images,
+                "top1": result.top1,
+                "top5": result.top5,
+                "loss": result.loss,
+                "classes": names,
+                "confusion": result.confusion,
+            }
+        )
+    return f"{args.split}: {result.summary()}\n{confusion_text(result, names)}"
+
+
+def _add_data_and_model(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("data", metavar="DATA", help="image folder (train/<class>/*, val/<class>/*) or 'digits'")
+
+
+def register(commands: Any) -> None:
+    """Add `train` and `evaluate` to the `swinv2` subcommands."""
+    fit = commands.add_parser(
+        "train",
+        help="fine-tune or train a classifier on an image folder or the digits set (resumable, torchrun-ready)",
+        description=(
+            "Train a Swin V2 classifier on DATA, writing RUN/model (a transformers directory), RUN/checkpoint, "
+            "RUN/metrics.jsonl and RUN/curves.png. Run it under `torchrun --nproc_per_node=K -m swinv2 train ...` "
+            "to train on K processes. --resume continues a killed run exactly."
+        ),
+    )
+    _add_data_and_model(fit)
+    fit.add_argument("--model", required=True, metavar="SRC", help="model directory, weight file, Hub id or variant")
+    fit.add_argument("--variant", type=variant_name, metavar="NAME", help="the shapes of a weight file without config")
+    fit.add_argument("--random-weights", action="store_true", help="train a variant from scratch")
+    fit.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    length = fit.add_mutually_exclusive_group(required=True)
+    length.add_argument("--epochs", type=positive_int, metavar="N")
+    length.add_argument("--steps", type=positive_int, metavar="N", help="optimiser steps")
+    fit.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="per process (default 32)")
+    fit.add_argument("--lr", type=_positive_float, default=5e-4, help="peak learning rate (default 5e-4)")
+    fit.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay, not on norms/biases (0.05)")
+    fit.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N")
+    fit.add_argument("--layer-decay", type=_positive_float, default=None, help="layer-wise lr decay, e.g. 0.9")
+    fit.add_argument("--label-smoothing", type=_fraction, default=0.1)
+    fit.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA")
+    fit.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA")
+    fit.add_argument("--drop-path", type=_fraction, default=None, metavar="RATE", help="stochastic depth")
+    fit.add_argument("--grad-clip", type=_positive_float, default=5.0, metavar="NORM")
+    fit.add_argument("--accumulate", type=positive_int, default=1, metavar="N", help="gradient accumulation")
+    fit.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    fit.add_argument("--gradient-checkpointing", action="store_true")
+    fit.add_argument("--ema", type=_fraction, default=None, metavar="DECAY")
+    fit.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="train at this size")
+    fit.add_argument("--window-size", type=positive_int, default=None, metavar="W", help="with this window")
+    fit.add_argument("--seed", type=non_negative_int, default=0)
+    fit.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS")
+    fit.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
+    fit.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes (default 0)")
+    fit.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda (default cpu)")
+    fit.set_defaults(run=train_command)
+
+    measure = commands.add_parser("evaluate", help="top-1/top-5 accuracy, loss and confusion matrix on DATA")
+    _add_data_and_model(measure)
+    measure.add_argument("--model", required=True, metavar="DIR", help="model directory (or Hub id)")
+    measure.add_argument("--split", choices=("val", "train"), default="val")
+    measure.add_argument("--batch-size", type=positive_int, default=64, metavar="N")
+    measure.add_argument("--seed", type=non_negative_int, default=0, help="the split seed of a folder without val/")
+    measure.add_argument("--device", default="cpu", metavar="D")
+    measure.add_argument("--json", action="store_true", help="one strict-JSON object")
+    measure.set_defaults(run=evaluate_command)

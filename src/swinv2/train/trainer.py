@@ -1,0 +1,447 @@
+"""`train`: fine-tune (or train from scratch) a Swin V2 classifier on an image folder or the digits set,
+resumably, on one process or many under torchrun.
+
+A run directory `RUN/` holds `model/` (a transformers-format directory with its
+preprocessor_config.json), `checkpoint/` (everything needed to continue exactly; see
+`swinv2.train.checkpoint`), `metrics.jsonl` and `curves.png`. The same call with `resume=True`
+continues a killed run from its last checkpoint.
+
+Exactness: the order of an epoch's samples and each sample's augmentation are functions of the seed,
+the epoch and the sample's index (`swinv2.train.data`), the data loader draws from its own generator,
+and every random-number generator is saved with the checkpoint; so a resumed CPU run in fp32 ends
+with the parameters of an uninterrupted one, and K processes at batch b step like one at batch K*b.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from swinv2.io.errors import InputError, quote
+from swinv2.io.files import staged_output
+from swinv2.models import Swinv2ForImageClassification
+from swinv2.train import distributed
+from swinv2.train.checkpoint import (
+    Progress,
+    ResumeError,
+    capture_rng,
+    check_same_run,
+    load_training_checkpoint,
+    restore_rng,
+    save_training_checkpoint,
+)
+from swinv2.train.data import DeterministicSampler, data_class_names, load_classification_data
+from swinv2.train.metrics import (
+    CURVES_FILE,
+    METRICS_FILE,
+    Evaluation,
+    MetricsLog,
+    draw_curves,
+    evaluate,
+    evaluation_record,
+)
+from swinv2.train.optim import WarmupCosine, build_optimizer, mix_batch, soft_cross_entropy
+from swinv2.train.setup import ModelChoice, prepare_classifier
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `train` needs; the command line's options map one to one.
+
+    Args:
+        data: An image folder (`train/<class>/*`, optionally `val/<class>/*`) or "digits".
+        model: A model directory, a weight file (with `variant`), a variant name (with
+            `random_weights`) or a Hub id.
+        out: The run directory.
+        epochs / steps: Length of the run: whole epochs, or a number of optimiser steps (one of them).
+        batch_size: Images per process per forward; an optimiser step sees
+            `batch_size * processes * accumulate` images.
+        lr: Peak learning rate (after warm-up) of the last layers; earlier ones get `layer_decay` powers.
+        min_lr_ratio: Where the cosine decay ends, as a fraction of `lr`.
+        precision: "fp32", "bf16" (autocast) or "fp16" (autocast and a gradient scaler).
+        ema: Keep an exponential moving average of the weights with this decay; it is what gets
+            evaluated and saved.
+        checkpoint_every: Save a checkpoint every this many optimiser steps (besides the end and on
+            SIGTERM / Ctrl-C).
+    """
+
+    data: str
+    model: str
+    out: str
+    variant: str | None = None
+    random_weights: bool = False
+    epochs: int | None = None
+    steps: int | None = None
+    batch_size: int = 32
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.01
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    layer_decay: float | None = None
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    drop_path: float | None = None
+    grad_clip: float | None = 5.0
+    accumulate: int = 1
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    ema: float | None = None
+    image_size: int | None = None
+    window_size: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    checkpoint_every: int | None = None
+    log_every: int = 10
+    resume: bool = False
+    workers: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        errors = []
+        if (self.epochs is None) == (self.steps is None):
+            errors.append("give the run's length as epochs or steps (one of them)")
+        for name in ("epochs", "steps", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                errors.append(f"{name} must be a positive int; got {quote(value)}")
+        for name in ("batch_size", "accumulate", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                errors.append(f"{name} must be a positive int; got {quote(getattr(self, name))}")
+        for name in ("lr", "weight_decay", "min_lr_ratio", "label_smoothing", "mixup", "cutmix"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                errors.append(f"{name} must be a finite non-negative number; got {quote(value)}")
+        if not 0 <= self.label_smoothing < 1:
+            errors.append(f"label_smoothing must be in [0, 1); got {quote(self.label_smoothing)}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            errors.append(f"layer_decay must be in (0, 1]; got {quote(self.layer_decay)}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            errors.append(f"ema must be a decay in (0, 1); got {quote(self.ema)}")
+        if self.precision not in PRECISIONS:
+            errors.append(f"precision must be one of {list(PRECISIONS)}; got {quote(self.precision)}")
+        if errors:
+            raise InputError("invalid training settings: " + "; ".join(errors))
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as JSON, for `settings.json`."""
+        return dataclasses.asdict(self)
+
+
+#: Settings that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("out", "resume", "workers", "device", "checkpoint_every", "log_every")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    run: Path
+    steps: int
+    evaluation: Evaluation | None
+    skipped_images: list[tuple[str, str]]
+
+
+class _Stop:
+    """Set by SIGTERM: the loop saves a checkpoint after the current step and ends."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def _unwrap(model: nn.Module) -> Swinv2ForImageClassification:
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    assert isinstance(inner, Swinv2ForImageClassification)
+    return inner
+
+
+def _save_model(run: Path, model: Swinv2ForImageClassification, processor: Any) -> None:
+    with staged_output(run / "model", overwrite=True) as staged:
+        model.save_pretrained(staged, image_processor=processor)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or resume) a training run; returns where it wrote and its final held-out evaluation.
+
+    Raises:
+        InputError: bad settings or data; ResumeError: nothing to resume, or a checkpoint of another run.
+    """
+    device = torch.device(config.device)
+    processes = distributed.start(device)
+    if device.type == "cuda" and processes.distributed:
+        device = torch.device("cuda", processes.local_rank)
+        torch.cuda.set_device(device)
+    run = Path(config.out)
+    stop = _Stop()
+    previous_handler = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _train(config, run, device, processes, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        distributed.stop(processes)
+
+
+def _train(
+    config: TrainConfig, run: Path, device: torch.device, processes: distributed.Processes, stop: _Stop
+) -> TrainResult:
+    torch.manual_seed(config.seed)
+    checkpoint_dir = run / "checkpoint"
+    resumed = None
+    if config.resume:
+        resumed = load_training_checkpoint(checkpoint_dir)
+        keys = [k for k in config.settings() if k not in RESUMABLE_CHANGES]
+        check_same_run(resumed.settings, config.settings(), keys, str(run))
+    elif checkpoint_dir.exists():
+        raise ResumeError(f"'{run}' already holds a run; pass --resume to continue it, or choose another --out")
+    if processes.main:
+        run.mkdir(parents=True, exist_ok=True)
+
+    # ---- model and data
+    choice = ModelChoice(
+        config.model, config.variant, config.random_weights, config.image_size, config.window_size, config.drop_path
+    )
+    class_names = data_class_names(config.data)
+    model, processor = prepare_classifier(choice, class_names)
+    data = load_classification_data(
+        config.data, processor=processor, seed=config.seed, val_fraction=config.val_fraction
+    )
+    if resumed is not None:
+        model.load_state_dict(resumed.model)
+    model.to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    ema = (
+        torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema))
+        if config.ema is not None
+        else None
+    )
+    if ema is not None and resumed is not None and resumed.ema is not None:
+        ema.load_state_dict(resumed.ema)
+    trained: nn.Module = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if processes.distributed
+        else model
+    )
+
+    # ---- schedule
+    sampler = DeterministicSampler(
+        len(data.train),
+        seed=config.seed,
+        rank=processes.rank,
+        world_size=processes.world_size,
+        batch_size=config.batch_size,
+    )
+    micro_steps_per_epoch = sampler.steps_per_epoch
+    steps_per_epoch = micro_steps_per_epoch // config.accumulate
+    if steps_per_epoch == 0:
+        raise InputError(
+            f"'{config.data}' has {len(data.train)} training images, fewer than one optimiser step's "
+            f"{config.batch_size * processes.world_size * config.accumulate}; lower --batch-size or --accumulate"
+        )
+    total_steps = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 0)
+    optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, layer_decay=config.layer_decay)
+    schedule = WarmupCosine(
+        optimizer,
+        warmup_steps=min(config.warmup_steps, total_steps - 1),
+        total_steps=total_steps,
+        min_lr_ratio=config.min_lr_ratio,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    mixing = torch.Generator().manual_seed(config.seed + 1)
+    progress = Progress()
+    if resumed is not None:
+        optimizer.load_state_dict(resumed.state["optimizer"])
+        schedule.load_state_dict(resumed.state["schedule"])
+        scaler.load_state_dict(resumed.state["scaler"])
+        restore_rng(resumed.state["rng"], {"mixing": mixing})
+        progress = resumed.progress
+    metrics = MetricsLog(run / METRICS_FILE)
+    if processes.main:
+        metrics.truncate_after(progress.step) if resumed is not None else metrics.path.unlink(missing_ok=True)
+        logger.info(
+            "training %s on %d images (%d classes), %d steps of %d images",
+            type(model).__name__,
+            len(data.train),
+            len(class_names),
+            total_steps,
+            config.batch_size * processes.world_size * config.accumulate,
+        )
+
+    def save_checkpoint() -> None:
+        if not processes.main:
+            return
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": capture_rng({"mixing": mixing}),
+        }
+        save_training_checkpoint(
+            run / "checkpoint",
+            model_state=model.state_dict(),
+            state=state,
+            settings=config.settings(),
+            progress=progress,
+            ema_state=None if ema is None else ema.state_dict(),
+        )
+
+    # ---- loop
+    step, epoch = progress.step, progress.epoch
+    evaluation: Evaluation | None = None
+    mixed = config.mixup > 0 or config.cutmix > 0
+    interrupted = False
+    started, images_seen = time.perf_counter(), 0
+    try:
+        while step < total_steps:
+            sampler.set_epoch(epoch, progress.step_in_epoch * config.accumulate if epoch == progress.epoch else 0)
+            data.train.set_epoch(epoch)
+            loader = DataLoader(
+                data.train, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator()
+            )
+            in_epoch = sampler.start_step // config.accumulate
+            running, count = 0.0, 0
+            for micro, (pixels, labels) in enumerate(loader, start=sampler.start_step):
+                pixels, labels = pixels.to(device), labels.to(device)
+                last_micro = (micro + 1) % config.accumulate == 0
+                ddp = trained if isinstance(trained, DistributedDataParallel) else None
+                sync = ddp.no_sync() if ddp is not None and not last_micro else nullcontext()
+                with sync:
+                    with _autocast(device, config.precision):
+                        if mixed:
+                            pixels, targets = mix_batch(
+                                pixels,
+                                labels,
+                                len(class_names),
+                                mixup_alpha=config.mixup,
+                                cutmix_alpha=config.cutmix,
+                                label_smoothing=config.label_smoothing,
+                                generator=mixing,
+                            )
+                            loss = soft_cross_entropy(trained(pixels).logits.float(), targets)
+                        else:
+                            logits = trained(pixels).logits.float()  # (b, classes)
+                            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                    scaler.scale(loss / config.accumulate).backward()
+                running += loss.item() * len(labels)
+                count += len(labels)
+                if not last_micro:
+                    continue
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                step, in_epoch = step + 1, in_epoch + 1
+                images_seen += count * processes.world_size
+                progress = Progress(step, epoch, in_epoch)
+                if processes.main and (step % config.log_every == 0 or step == total_steps):
+                    elapsed = time.perf_counter() - started
+                    metrics.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": running / max(count, 1),
+                            "lr": optimizer.param_groups[-1]["lr"],
+                            "images_per_s": images_seen / elapsed if elapsed > 0 else None,
+                        }
+                    )
+                    running, count = 0.0, 0
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    save_checkpoint()
+                if stop.requested or step >= total_steps:
+                    break
+            if stop.requested:
+                break
+            if in_epoch >= steps_per_epoch or step >= total_steps:
+                evaluation = _evaluate(ema or model, data.val, class_names, config, device, processes)
+                if processes.main and evaluation is not None:
+                    metrics.append(evaluation_record(step, epoch, evaluation))
+                    logger.info("epoch %d, step %d: %s", epoch, step, evaluation.summary())
+                if in_epoch >= steps_per_epoch:
+                    epoch += 1
+                    progress = Progress(step, epoch, 0)
+    except KeyboardInterrupt:
+        interrupted = True
+    save_checkpoint()
+    if interrupted or stop.requested:
+        distributed.barrier(processes)
+        if interrupted:
+            raise KeyboardInterrupt
+        raise SystemExit(143)
+    final = _unwrap_final(model, ema)
+    if processes.main:
+        _save_model(run, final, processor)
+        try:
+            draw_curves(metrics.read(), run / CURVES_FILE, title=f"{config.data}: {type(final).__name__}")
+        except ImportError:
+            logger.warning("curves.png not drawn: it needs matplotlib (pip install 'swinv2[plots]')")
+    distributed.barrier(processes)
+    return TrainResult(run, step, evaluation, list(getattr(data, "skipped", [])))
+
+
+def _unwrap_final(model: Swinv2ForImageClassification, ema: Any) -> Swinv2ForImageClassification:
+    """The weights a run publishes: the moving average where one was kept."""
+    if ema is None:
+        return model
+    averaged = ema.module
+    assert isinstance(averaged, Swinv2ForImageClassification)
+    return averaged
+
+
+def _evaluate(
+    model: nn.Module,
+    dataset: Any,
+    class_names: list[str],
+    config: TrainConfig,
+    device: torch.device,
+    processes: distributed.Processes,
+) -> Evaluation | None:
+    """The held-out evaluation, on the main process (the others wait)."""
+    result = None
+    if processes.main and len(dataset):
+        inner = (
+            model.module if isinstance(model, (DistributedDataParallel, torch.optim.swa_utils.AveragedModel)) else model
+        )
+        assert isinstance(inner, nn.Module)
+        result = evaluate(
+            inner,
+            dataset,
+            num_classes=len(class_names),
+            batch_size=config.batch_size,
+            device=device,
+            autocast_dtype=PRECISIONS[config.precision],
+            workers=config.workers,
+        )
+    distributed.barrier(processes)
+    return result
