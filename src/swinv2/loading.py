@@ -16,7 +16,7 @@ import torch
 
 from swinv2.config import CONFIG_NAME, Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, read_state_dict, write_safetensors
-from swinv2.io.errors import quote
+from swinv2.io.errors import ConfigError, InputError, quote
 from swinv2.io.files import atomic_write
 from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import MICROSOFT, MICROSOFT_SIMMIM, TIMM, from_transformers, to_transformers
@@ -84,14 +84,18 @@ def model_class_for(config: Swinv2Config, where: str | os.PathLike[str]) -> type
 
 def _resolve_config(variant: str | None, config: ConfigSource, source: str) -> Swinv2Config:
     if variant is not None and config is not None:
-        raise ValueError("give a variant or a config, not both")
+        raise InputError("give a variant or a config, not both")
     if variant is not None:
         return get_variant(variant).config
     if isinstance(config, Swinv2Config):
         return config
     if config is not None:
         return Swinv2Config.from_json_file(config)
-    raise ValueError(f"'{source}' carries no config: name a variant (swinv2.list_variants()) or pass a config.json")
+    if Path(source).is_dir():
+        raise ConfigError(
+            f"'{source}' has no readable {CONFIG_NAME} (missing, or not a regular file): a model directory needs one"
+        )
+    raise ConfigError(f"'{source}' carries no config: name a variant (swinv2.list_variants()) or pass a config.json")
 
 
 def _match_head(config: Swinv2Config, state: Mapping[str, torch.Tensor]) -> Swinv2Config:
@@ -125,7 +129,7 @@ def load_checkpoint(
     path = Path(source)
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         if variant is not None or (config is not None and not isinstance(config, Swinv2Config)):
-            raise ValueError(f"'{path}' carries its own config.json; drop the variant / config file")
+            raise InputError(f"'{path}' carries its own config.json; drop the variant / config file")
         saved = config if isinstance(config, Swinv2Config) else Swinv2Config.from_pretrained(path)
         cls = model_class_for(saved, path)
         return cast(Swinv2PreTrainedModel, cls.from_pretrained(path, config=saved))  # no output_loading_info
@@ -138,7 +142,10 @@ def load_checkpoint(
     base = _resolve_config(variant, config, str(path))
     has_decoder = any(k.startswith("decoder.") for k in converted.tensors)
     cls = Swinv2ForMaskedImageModeling if layout == MICROSOFT_SIMMIM or has_decoder else Swinv2ForImageClassification
-    model = cls(_match_head(base, converted.tensors))
+    try:
+        model = cls(_match_head(base, converted.tensors))
+    except InputError as err:  # the config does not describe a buildable model: say which file it was for
+        raise type(err)(f"cannot load '{path}': {err}") from None
     read_as = get_variant(variant).name if variant else "the given config"
     context = "" if layout == "transformers" else f"{layout} layout, read as {read_as}"
     model.load_hf_state_dict(converted.tensors, source=str(path), context=context, unexpected=converted.unmatched)

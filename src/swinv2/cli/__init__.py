@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from swinv2.cli import bench, convert, demo, info, train, use
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    if not debug:  # torch's and PIL's notes are not the user's business on the command line
+        warnings.simplefilter("ignore")
     try:
         message = args.run(args)
     except KeyboardInterrupt:

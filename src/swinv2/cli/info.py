@@ -15,6 +15,7 @@ import torch
 
 from swinv2.config import Swinv2Config
 from swinv2.io.checkpoints import PICKLE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+from swinv2.io.errors import InputError
 from swinv2.loading import model_class_for, resolve_model_source
 from swinv2.models import (
     Swinv2Backbone,
@@ -144,7 +145,10 @@ def info_command(args: argparse.Namespace) -> str:
     config, cls, processor, where, origin = _describe(args.model)
     if args.config:
         return config.to_json_string(use_diff=False).rstrip("\n")  # full: defaults included; strict JSON
-    model = cls(config).eval()
+    try:
+        model = cls(config).eval()
+    except InputError as err:  # a config too large to build here: name where it came from
+        raise type(err)(f"'{args.model}': {err}") from None
     height, width = config.image_hw
     flops = count_flops_without_data(model, height, width)
     return "\n".join(

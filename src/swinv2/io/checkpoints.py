@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 _WRAPPER_KEYS = ("model", "state_dict", "model_ema")
+
+
+#: Keys of each kind a load error names in its message (the error's `report` holds all of them).
+REPORT_KEYS_SHOWN = 5
 
 
 class CheckpointError(InputError):
@@ -79,7 +84,9 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
         # mmap: tensors stay in the file until copied, so a storage that claims more bytes than the file
         # has cannot make torch allocate it first; it needs the zip format every torch since 1.6 writes.
         zipped = zipfile.is_zipfile(path)
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols and beta layouts: refused below
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refusing to load '{path}': it is corrupt or needs code beyond plain tensors to unpickle, "
@@ -320,7 +327,9 @@ def load_into_model(
             loadable[key] = tensor
     report.missing.extend(name(k) for k in expected if k not in state)
     if strict and not report.ok:
-        message = report.describe(subject) + "; pass strict=False to load the rest and get this list"
+        message = report.describe(subject, limit=REPORT_KEYS_SHOWN) + (
+            "; pass strict=False to load the rest (the error's `report` lists every key)"
+        )
         raise CheckpointError(message, report, subject)
     if not report.ok:
         logger.warning(report.describe(subject))

@@ -64,10 +64,19 @@ def read_json_object(path: str | os.PathLike[str], what: str = "JSON file") -> d
     """
     path = Path(path)
     try:
+        if path.is_dir():
+            raise IsADirectoryError
+        if not path.exists():
+            raise FileNotFoundError
+        if not path.is_file():
+            raise ConfigError(f"cannot read {what} '{path}': not a regular file (a device, a pipe or a socket)")
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
             raise ConfigError(f"cannot read {what} '{path}': {size} bytes is more than the {MAX_JSON_BYTES} accepted")
-        raw = path.read_bytes()
+        with path.open("rb") as handle:  # at most the limit, should the file grow meanwhile
+            raw = handle.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ConfigError(f"cannot read {what} '{path}': more than the {MAX_JSON_BYTES} bytes accepted")
     except FileNotFoundError:
         raise FileNotFoundError(f"no {what} at '{path}'") from None
     except IsADirectoryError:

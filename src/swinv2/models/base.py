@@ -33,6 +33,7 @@ from swinv2.io.checkpoints import (
     weight_file_bytes,
     write_safetensors,
 )
+from swinv2.io.errors import InputError
 from swinv2.io.files import atomic_write, atomic_write_text
 from swinv2.io.hub import resolve_model_dir
 from swinv2.io.keymaps import HEAD_MODULES, is_transformers_encoder_key
@@ -526,7 +527,11 @@ class Swinv2PreTrainedModel(nn.Module):
         if state_dict is None and strict is not False:
             assert directory is not None
             _check_weights_cover_config(directory, config)
-        model = cls(config)
+        try:
+            model = cls(config)
+        except InputError as err:  # a config that builds no model here: name the directory it came from
+            where = "the given config" if directory is None else f"'{directory / CONFIG_NAME}'"
+            raise type(err)(f"{where}: {err}") from None
         if state_dict is None:
             assert directory is not None
             state_dict = read_state_dict(directory)

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from swinv2.config import Swinv2Config
+from swinv2.io.errors import ConfigError
 from swinv2.layers.activations import activation
 from swinv2.layers.drop import DropPath
 from swinv2.layers.position import interpolate_grid_table
@@ -851,7 +852,7 @@ class Swinv2ForMaskedImageModeling(Swinv2PreTrainedModel):
         ph, pw = config.patch_hw
         total_stride = ph * 2 ** (config.num_layers - 1)
         if ph != pw or config.encoder_stride != total_stride:
-            raise ValueError(
+            raise ConfigError(
                 f"masked image modeling needs encoder_stride ({config.encoder_stride}) equal to the encoder's "
                 f"total stride, patch_size * 2**(num_stages - 1) = {config.patch_size} * 2**{config.num_layers - 1}"
                 + ("" if ph != pw else f" = {total_stride}; set encoder_stride={total_stride}")

@@ -36,7 +36,7 @@ class ModelChoice:
     drop_path: float | None = None
 
 
-def _load_source(choice: ModelChoice) -> tuple[Swinv2PreTrainedModel, Swinv2ImageProcessor | None]:
+def load_source(choice: ModelChoice) -> tuple[Swinv2PreTrainedModel, Swinv2ImageProcessor | None]:
     """The source's model as stored, and its own preprocessing where it names one."""
     path = Path(choice.source)
     if path.is_file():
@@ -82,7 +82,7 @@ def prepare_classifier(
     A new image size or window re-windows the weights (`swinv2.rewindow`), so `pretrained_window_sizes`
     records the windows the source was trained with.
     """
-    source, processor = _load_source(choice)
+    source, processor = load_source(choice)
     id2label = dict(enumerate(class_names))
     config = source.config.replace(id2label=id2label, architectures=["Swinv2ForImageClassification"])
     if choice.drop_path is not None:
@@ -110,13 +110,17 @@ def prepare_classifier(
             image_size=choice.image_size or config.image_size,
             window_size=choice.window_size or config.window_size,
         )
-    height, width = model.config.image_hw
+    return model, resize_processor(processor, model)
+
+
+def resize_processor(processor: Swinv2ImageProcessor | None, model: Swinv2PreTrainedModel) -> Swinv2ImageProcessor:
+    """The source's preprocessing (else ImageNet statistics) resizing to the model's image size."""
     if processor is None:
-        processor = default_processor(model)
-    processor = Swinv2ImageProcessor(
+        return default_processor(model)
+    height, width = model.config.image_hw
+    return Swinv2ImageProcessor(
         size={"height": height, "width": width},
         resample=processor.resample,
         image_mean=list(processor.image_mean),
         image_std=list(processor.image_std),
     )
-    return model, processor
