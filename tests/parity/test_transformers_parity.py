@@ -7,6 +7,8 @@ non-square, not a multiple of 32, and a patch size that does not divide the imag
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any
 
 import pytest
@@ -56,6 +58,10 @@ def _config(fields: dict[str, Any], **extra: Any) -> Swinv2Config:
     return Swinv2Config(**fields, drop_path_rate=0.0, **extra)
 
 
+def _flat(value: Any) -> list[torch.Tensor]:
+    return [t for item in value for t in _flat(item)] if isinstance(value, (tuple, list)) else [value]
+
+
 def _close(actual: Any, expected: Any) -> None:
     if isinstance(expected, (tuple, list)):
         assert len(actual) == len(expected)
@@ -72,8 +78,23 @@ def test_model_outputs_match(fields: dict[str, Any], size: tuple[int, int]) -> N
     with torch.no_grad():
         expected = theirs(x, output_hidden_states=True, output_attentions=True)
         actual = ours(x, output_hidden_states=True, output_attentions=True)
-    for name in ("last_hidden_state", "pooler_output", "hidden_states", "reshaped_hidden_states", "attentions"):
-        _close(getattr(actual, name), getattr(expected, name))
+    names = ("last_hidden_state", "pooler_output", "hidden_states", "reshaped_hidden_states", "attentions")
+    try:
+        for name in names:
+            _close(getattr(actual, name), getattr(expected, name))
+    except AssertionError:
+        # Deep in a large input, transformers' own fp32 result can be more than 1e-5 from the exact one on
+        # some CPUs (AMD EPYC: 1.3e-5 at the last stage of tiny at 288 px). Then ours must be no farther
+        # from the exact (float64) result than transformers' is, and still within 1e-5 where it is.
+        with torch.no_grad():
+            exact = copy.deepcopy(theirs).double()(x.double(), output_hidden_states=True, output_attentions=True)
+        for name in names:
+            for ours_t, theirs_t, exact_t in zip(
+                _flat(getattr(actual, name)), _flat(getattr(expected, name)), _flat(getattr(exact, name)), strict=True
+            ):
+                theirs_error = (theirs_t.double() - exact_t).abs().max().item()
+                ours_error = (ours_t.double() - exact_t).abs().max().item()
+                assert ours_error <= max(ATOL, theirs_error), (name, ours_error, theirs_error)
 
 
 @pytest.mark.parametrize(
