@@ -8,7 +8,6 @@ non-square, not a multiple of 32, and a patch size that does not divide the imag
 from __future__ import annotations
 
 import copy
-
 from typing import Any
 
 import pytest

@@ -43,6 +43,7 @@ def train_command(args: argparse.Namespace) -> str:
         data=args.data,
         model=args.model,
         out=args.out,
+        task=args.task,
         variant=args.variant,
         random_weights=args.random_weights,
         epochs=args.epochs,
@@ -52,9 +53,11 @@ def train_command(args: argparse.Namespace) -> str:
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps,
         layer_decay=args.layer_decay,
-        label_smoothing=args.label_smoothing,
-        mixup=args.mixup,
-        cutmix=args.cutmix,
+        label_smoothing=getattr(args, "label_smoothing", 0.0),
+        mixup=getattr(args, "mixup", 0.0),
+        cutmix=getattr(args, "cutmix", 0.0),
+        mask_ratio=getattr(args, "mask_ratio", 0.6),
+        mask_patch_size=getattr(args, "mask_patch_size", None),
         drop_path=args.drop_path,
         grad_clip=args.grad_clip,
         accumulate=args.accumulate,
@@ -120,6 +123,36 @@ def _add_data_and_model(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("data", metavar="DATA", help="image folder (train/<class>/*, val/<class>/*) or 'digits'")
 
 
+def _add_run_options(sub: argparse.ArgumentParser) -> None:
+    """The options `train` and `pretrain` share: data, model, length, recipe, checkpoints, devices."""
+    _add_data_and_model(sub)
+    sub.add_argument("--model", required=True, metavar="SRC", help="model directory, weight file, Hub id or variant")
+    sub.add_argument("--variant", type=variant_name, metavar="NAME", help="the shapes of a weight file without config")
+    sub.add_argument("--random-weights", action="store_true", help="train a variant from scratch")
+    sub.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    length = sub.add_mutually_exclusive_group(required=True)
+    length.add_argument("--epochs", type=positive_int, metavar="N")
+    length.add_argument("--steps", type=positive_int, metavar="N", help="optimiser steps")
+    sub.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="per process (default 32)")
+    sub.add_argument("--lr", type=_positive_float, default=5e-4, help="peak learning rate (default 5e-4)")
+    sub.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay, not on norms/biases (0.05)")
+    sub.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N")
+    sub.add_argument("--layer-decay", type=_positive_float, default=None, help="layer-wise lr decay, e.g. 0.9")
+    sub.add_argument("--drop-path", type=_fraction, default=None, metavar="RATE", help="stochastic depth")
+    sub.add_argument("--grad-clip", type=_positive_float, default=5.0, metavar="NORM")
+    sub.add_argument("--accumulate", type=positive_int, default=1, metavar="N", help="gradient accumulation")
+    sub.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    sub.add_argument("--gradient-checkpointing", action="store_true")
+    sub.add_argument("--ema", type=_fraction, default=None, metavar="DECAY")
+    sub.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="train at this size")
+    sub.add_argument("--window-size", type=positive_int, default=None, metavar="W", help="with this window")
+    sub.add_argument("--seed", type=non_negative_int, default=0)
+    sub.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS")
+    sub.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
+    sub.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes (default 0)")
+    sub.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda (default cpu)")
+
+
 def register(commands: Any) -> None:
     """Add `train` and `evaluate` to the `swinv2` subcommands."""
     fit = commands.add_parser(
@@ -131,36 +164,27 @@ def register(commands: Any) -> None:
             "to train on K processes. --resume continues a killed run exactly."
         ),
     )
-    _add_data_and_model(fit)
-    fit.add_argument("--model", required=True, metavar="SRC", help="model directory, weight file, Hub id or variant")
-    fit.add_argument("--variant", type=variant_name, metavar="NAME", help="the shapes of a weight file without config")
-    fit.add_argument("--random-weights", action="store_true", help="train a variant from scratch")
-    fit.add_argument("--out", required=True, metavar="RUN", help="run directory")
-    length = fit.add_mutually_exclusive_group(required=True)
-    length.add_argument("--epochs", type=positive_int, metavar="N")
-    length.add_argument("--steps", type=positive_int, metavar="N", help="optimiser steps")
-    fit.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="per process (default 32)")
-    fit.add_argument("--lr", type=_positive_float, default=5e-4, help="peak learning rate (default 5e-4)")
-    fit.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay, not on norms/biases (0.05)")
-    fit.add_argument("--warmup-steps", type=non_negative_int, default=0, metavar="N")
-    fit.add_argument("--layer-decay", type=_positive_float, default=None, help="layer-wise lr decay, e.g. 0.9")
+    _add_run_options(fit)
     fit.add_argument("--label-smoothing", type=_fraction, default=0.1)
     fit.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA")
     fit.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA")
-    fit.add_argument("--drop-path", type=_fraction, default=None, metavar="RATE", help="stochastic depth")
-    fit.add_argument("--grad-clip", type=_positive_float, default=5.0, metavar="NORM")
-    fit.add_argument("--accumulate", type=positive_int, default=1, metavar="N", help="gradient accumulation")
-    fit.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    fit.add_argument("--gradient-checkpointing", action="store_true")
-    fit.add_argument("--ema", type=_fraction, default=None, metavar="DECAY")
-    fit.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="train at this size")
-    fit.add_argument("--window-size", type=positive_int, default=None, metavar="W", help="with this window")
-    fit.add_argument("--seed", type=non_negative_int, default=0)
-    fit.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS")
-    fit.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
-    fit.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes (default 0)")
-    fit.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda (default cpu)")
-    fit.set_defaults(run=train_command)
+    fit.set_defaults(run=train_command, task="classify")
+
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="SimMIM masked image modelling on an image folder or the digits set (labels unused)",
+        description=(
+            "Pre-train a Swin V2 encoder with SimMIM on DATA's images: random blocks are masked and the model "
+            "regresses their pixels (L1). RUN/model is a Swinv2ForMaskedImageModeling directory that "
+            "`swinv2 train --model RUN/model` fine-tunes."
+        ),
+    )
+    _add_run_options(pretrain)
+    pretrain.add_argument("--mask-ratio", type=_fraction, default=0.6, help="fraction of blocks masked (0.6)")
+    pretrain.add_argument(
+        "--mask-patch-size", type=positive_int, default=None, metavar="PX", help="masked block side (default 32)"
+    )
+    pretrain.set_defaults(run=train_command, task="simmim")
 
     measure = commands.add_parser("evaluate", help="top-1/top-5 accuracy, loss and confusion matrix on DATA")
     _add_data_and_model(measure)

@@ -128,12 +128,14 @@ def draw_curves(records: Iterable[dict[str, Any]], path: str | os.PathLike[str],
     records = list(records)
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval" in r]
+    scored = [r for r in evals if "top1" in r["eval"]]  # classification runs; SimMIM logs a loss only
     figure, (loss_axis, accuracy_axis, lr_axis) = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_axis.plot([r["step"] for r in train], [r["loss"] for r in train], label="training loss")
     if evals:
         loss_axis.plot([r["step"] for r in evals], [r["eval"]["loss"] for r in evals], "o-", label="held-out loss")
-        accuracy_axis.plot([r["step"] for r in evals], [r["eval"]["top1"] for r in evals], "o-", label="top-1")
-        accuracy_axis.plot([r["step"] for r in evals], [r["eval"]["top5"] for r in evals], "s--", label="top-5")
+    if scored:
+        accuracy_axis.plot([r["step"] for r in scored], [r["eval"]["top1"] for r in scored], "o-", label="top-1")
+        accuracy_axis.plot([r["step"] for r in scored], [r["eval"]["top5"] for r in scored], "s--", label="top-5")
     lr_axis.plot([r["step"] for r in train], [r["lr"] for r in train], label="learning rate")
     for axis, ylabel in ((loss_axis, "loss"), (accuracy_axis, "held-out accuracy"), (lr_axis, "learning rate")):
         axis.set_xlabel("optimiser step")

@@ -115,3 +115,19 @@ def prepare_masked_image_model(choice: ModelChoice) -> tuple[Swinv2ForMaskedImag
     if unexpected or any(not (k.startswith("decoder.") or k.endswith("mask_token")) for k in missing):
         raise InputError(f"the source's encoder does not fit: missing {missing}, unexpected {unexpected}")
     return model, resize_processor(processor, model)
+
+
+@torch.no_grad()
+def reconstruction_loss(model: torch.nn.Module, dataset: MaskedImages, batch_size: int, device: torch.device) -> float:
+    """Mean SimMIM loss (L1 on the masked pixels) of `model` over `dataset`, weighted by images."""
+    from torch.utils.data import DataLoader
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for pixels, mask in DataLoader(dataset, batch_size=batch_size):
+        loss = model(pixels.to(device), bool_masked_pos=mask.to(device)).loss
+        total += float(loss) * len(pixels)
+        count += len(pixels)
+    model.train(was_training)
+    return total / max(count, 1)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from swinv2.io.errors import InputError, quote
 from swinv2.io.files import staged_output
-from swinv2.models import Swinv2ForImageClassification
+from swinv2.models import Swinv2PreTrainedModel
 from swinv2.train import distributed
 from swinv2.train.checkpoint import (
     Progress,
@@ -56,10 +56,19 @@ from swinv2.train.metrics import (
 )
 from swinv2.train.optim import WarmupCosine, build_optimizer, mix_batch, soft_cross_entropy
 from swinv2.train.setup import ModelChoice, prepare_classifier
+from swinv2.train.simmim import (
+    MaskedImages,
+    MaskGenerator,
+    default_mask_patch_size,
+    prepare_masked_image_model,
+    reconstruction_loss,
+)
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: "classify": supervised fine-tuning; "simmim": SimMIM masked image modelling (pre-training).
+TASKS = ("classify", "simmim")
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class TrainConfig:
         model: A model directory, a weight file (with `variant`), a variant name (with
             `random_weights`) or a Hub id.
         out: The run directory.
+        task: "classify" (labels from the data) or "simmim" (masked image modelling; labels unused):
+            `mask_ratio` of the image's `mask_patch_size`-pixel blocks are masked (default: the paper's
+            32 pixels where the image allows it, see `swinv2.train.simmim.default_mask_patch_size`).
         epochs / steps: Length of the run: whole epochs, or a number of optimiser steps (one of them).
         batch_size: Images per process per forward; an optimiser step sees
             `batch_size * processes * accumulate` images.
@@ -86,6 +98,7 @@ class TrainConfig:
     data: str
     model: str
     out: str
+    task: str = "classify"
     variant: str | None = None
     random_weights: bool = False
     epochs: int | None = None
@@ -114,6 +127,8 @@ class TrainConfig:
     resume: bool = False
     workers: int = 0
     device: str = "cpu"
+    mask_ratio: float = 0.6
+    mask_patch_size: int | None = None
 
     def __post_init__(self) -> None:
         errors = []
@@ -136,6 +151,10 @@ class TrainConfig:
             errors.append(f"layer_decay must be in (0, 1]; got {quote(self.layer_decay)}")
         if self.ema is not None and not 0 < self.ema < 1:
             errors.append(f"ema must be a decay in (0, 1); got {quote(self.ema)}")
+        if self.task not in TASKS:
+            errors.append(f"task must be one of {list(TASKS)}; got {quote(self.task)}")
+        if not (isinstance(self.mask_ratio, float) and 0 < self.mask_ratio < 1):
+            errors.append(f"mask_ratio must be in (0, 1); got {quote(self.mask_ratio)}")
         if self.precision not in PRECISIONS:
             errors.append(f"precision must be one of {list(PRECISIONS)}; got {quote(self.precision)}")
         if errors:
@@ -175,13 +194,7 @@ def _autocast(device: torch.device, precision: str) -> Any:
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def _unwrap(model: nn.Module) -> Swinv2ForImageClassification:
-    inner = model.module if isinstance(model, DistributedDataParallel) else model
-    assert isinstance(inner, Swinv2ForImageClassification)
-    return inner
-
-
-def _save_model(run: Path, model: Swinv2ForImageClassification, processor: Any) -> None:
+def _save_model(run: Path, model: Swinv2PreTrainedModel, processor: Any) -> None:
     with staged_output(run / "model", overwrite=True) as staged:
         model.save_pretrained(staged, image_processor=processor)
 
@@ -227,10 +240,20 @@ def _train(
         config.model, config.variant, config.random_weights, config.image_size, config.window_size, config.drop_path
     )
     class_names = data_class_names(config.data)
-    model, processor = prepare_classifier(choice, class_names)
+    masks: MaskGenerator | None = None
+    model: Swinv2PreTrainedModel
+    if config.task == "simmim":
+        model, processor = prepare_masked_image_model(choice)
+        image_hw, patch = model.config.image_hw, model.config.patch_hw[0]
+        block = config.mask_patch_size or default_mask_patch_size(image_hw, patch)
+        masks = MaskGenerator(image_hw, patch, block, config.mask_ratio)
+    else:
+        model, processor = prepare_classifier(choice, class_names)
     data = load_classification_data(
         config.data, processor=processor, seed=config.seed, val_fraction=config.val_fraction
     )
+    train_set: Any = data.train if masks is None else MaskedImages(data.train, masks, config.seed)
+    val_set: Any = data.val if masks is None else MaskedImages(data.val, masks, config.seed)
     if resumed is not None:
         model.load_state_dict(resumed.model)
     model.to(device)
@@ -252,7 +275,7 @@ def _train(
 
     # ---- schedule
     sampler = DeterministicSampler(
-        len(data.train),
+        len(train_set),
         seed=config.seed,
         rank=processes.rank,
         world_size=processes.world_size,
@@ -262,7 +285,7 @@ def _train(
     steps_per_epoch = micro_steps_per_epoch // config.accumulate
     if steps_per_epoch == 0:
         raise InputError(
-            f"'{config.data}' has {len(data.train)} training images, fewer than one optimiser step's "
+            f"'{config.data}' has {len(train_set)} training images, fewer than one optimiser step's "
             f"{config.batch_size * processes.world_size * config.accumulate}; lower --batch-size or --accumulate"
         )
     total_steps = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 0)
@@ -315,15 +338,15 @@ def _train(
     # ---- loop
     step, epoch = progress.step, progress.epoch
     evaluation: Evaluation | None = None
-    mixed = config.mixup > 0 or config.cutmix > 0
+    mixed = masks is None and (config.mixup > 0 or config.cutmix > 0)
     interrupted = False
     started, images_seen = time.perf_counter(), 0
     try:
         while step < total_steps:
             sampler.set_epoch(epoch, progress.step_in_epoch * config.accumulate if epoch == progress.epoch else 0)
-            data.train.set_epoch(epoch)
+            train_set.set_epoch(epoch)
             loader = DataLoader(
-                data.train, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator()
+                train_set, batch_sampler=sampler, num_workers=config.workers, generator=torch.Generator()
             )
             in_epoch = sampler.start_step // config.accumulate
             running, count = 0.0, 0
@@ -334,7 +357,9 @@ def _train(
                 sync = ddp.no_sync() if ddp is not None and not last_micro else nullcontext()
                 with sync:
                     with _autocast(device, config.precision):
-                        if mixed:
+                        if masks is not None:  # labels are the masks here
+                            loss = trained(pixels, bool_masked_pos=labels).loss
+                        elif mixed:
                             pixels, targets = mix_batch(
                                 pixels,
                                 labels,
@@ -384,10 +409,15 @@ def _train(
             if stop.requested:
                 break
             if in_epoch >= steps_per_epoch or step >= total_steps:
-                evaluation = _evaluate(ema or model, data.val, class_names, config, device, processes)
-                if processes.main and evaluation is not None:
-                    metrics.append(evaluation_record(step, epoch, evaluation))
-                    logger.info("epoch %d, step %d: %s", epoch, step, evaluation.summary())
+                if masks is None:
+                    evaluation = _evaluate(ema or model, val_set, class_names, config, device, processes)
+                    if processes.main and evaluation is not None:
+                        metrics.append(evaluation_record(step, epoch, evaluation))
+                        logger.info("epoch %d, step %d: %s", epoch, step, evaluation.summary())
+                elif processes.main and len(val_set):
+                    loss_value = reconstruction_loss(_inner(ema or model), val_set, config.batch_size, device)
+                    metrics.append({"step": step, "epoch": epoch, "eval": {"loss": loss_value, "images": len(val_set)}})
+                    logger.info("epoch %d, step %d: held-out reconstruction loss %.4f", epoch, step, loss_value)
                 if in_epoch >= steps_per_epoch:
                     epoch += 1
                     progress = Progress(step, epoch, 0)
@@ -410,13 +440,21 @@ def _train(
     return TrainResult(run, step, evaluation, list(getattr(data, "skipped", [])))
 
 
-def _unwrap_final(model: Swinv2ForImageClassification, ema: Any) -> Swinv2ForImageClassification:
+def _unwrap_final(model: Swinv2PreTrainedModel, ema: Any) -> Swinv2PreTrainedModel:
     """The weights a run publishes: the moving average where one was kept."""
     if ema is None:
         return model
     averaged = ema.module
-    assert isinstance(averaged, Swinv2ForImageClassification)
+    assert isinstance(averaged, Swinv2PreTrainedModel)
     return averaged
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model inside a DDP or moving-average wrapper."""
+    wrappers = (DistributedDataParallel, torch.optim.swa_utils.AveragedModel)
+    inner = model.module if isinstance(model, wrappers) else model
+    assert isinstance(inner, nn.Module)
+    return inner
 
 
 def _evaluate(
@@ -430,12 +468,8 @@ def _evaluate(
     """The held-out evaluation, on the main process (the others wait)."""
     result = None
     if processes.main and len(dataset):
-        inner = (
-            model.module if isinstance(model, (DistributedDataParallel, torch.optim.swa_utils.AveragedModel)) else model
-        )
-        assert isinstance(inner, nn.Module)
         result = evaluate(
-            inner,
+            _inner(model),
             dataset,
             num_classes=len(class_names),
             batch_size=config.batch_size,
