@@ -71,6 +71,7 @@ def train_command(args: argparse.Namespace) -> str:
         resume=args.resume,
         workers=args.workers,
         device=args.device,
+        fsdp=args.fsdp,
     )
     result = train(config)
     if not main_process:
@@ -151,6 +152,7 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
     sub.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes (default 0)")
     sub.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda (default cpu)")
+    sub.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP instead of DDP")
 
 
 def register(commands: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,3 +59,50 @@ def all_reduce_sum(values: torch.Tensor, processes: Processes) -> torch.Tensor:
 def barrier(processes: Processes) -> None:
     if processes.distributed:
         dist.barrier()
+
+
+# ------------------------------------------------------------------------------------------ FSDP
+def shard(model: torch.nn.Module) -> None:
+    """Shard parameters, gradients and optimiser state over the processes with PyTorch's FSDP
+    (`fully_shard`): each Swin V2 block is one unit (gathered for its forward and backward, freed
+    after), then the rest of the model. Call before building the optimiser."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        if type(module).__name__ == "Swinv2Block":
+            fully_shard(module)
+    fully_shard(model)
+
+
+def _full() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, Any]:
+    """The whole model's state dict on the CPU, sharded or not (every process must call it)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full())
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The whole optimiser state keyed by parameter names, so that any number of processes can load it
+    (every process must call it)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_full())
+
+
+def load_full_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, model_state: dict[str, Any], optimizer_state: Any
+) -> None:
+    """Load states written by `full_model_state` / `full_optimizer_state` into a model sharded over any
+    number of processes (or none)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    if optimizer is not None:
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)

@@ -91,6 +91,9 @@ class TrainConfig:
         precision: "fp32", "bf16" (autocast) or "fp16" (autocast and a gradient scaler).
         ema: Keep an exponential moving average of the weights with this decay; it is what gets
             evaluated and saved.
+        fsdp: Under torchrun, shard parameters, gradients and optimiser state with FSDP instead of
+            replicating them with DDP; checkpoints hold the gathered state, so any number of processes
+            resumes them.
         checkpoint_every: Save a checkpoint every this many optimiser steps (besides the end and on
             SIGTERM / Ctrl-C).
     """
@@ -127,6 +130,7 @@ class TrainConfig:
     resume: bool = False
     workers: int = 0
     device: str = "cpu"
+    fsdp: bool = False
     mask_ratio: float = 0.6
     mask_patch_size: int | None = None
 
@@ -155,6 +159,8 @@ class TrainConfig:
             errors.append(f"task must be one of {list(TASKS)}; got {quote(self.task)}")
         if not (isinstance(self.mask_ratio, float) and 0 < self.mask_ratio < 1):
             errors.append(f"mask_ratio must be in (0, 1); got {quote(self.mask_ratio)}")
+        if self.fsdp and self.ema is not None:
+            errors.append("ema is not kept with fsdp (the average would need the whole model on every process)")
         if self.precision not in PRECISIONS:
             errors.append(f"precision must be one of {list(PRECISIONS)}; got {quote(self.precision)}")
         if errors:
@@ -254,8 +260,6 @@ def _train(
     )
     train_set: Any = data.train if masks is None else MaskedImages(data.train, masks, config.seed)
     val_set: Any = data.val if masks is None else MaskedImages(data.val, masks, config.seed)
-    if resumed is not None:
-        model.load_state_dict(resumed.model)
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -267,9 +271,13 @@ def _train(
     )
     if ema is not None and resumed is not None and resumed.ema is not None:
         ema.load_state_dict(resumed.ema)
+    model_class = type(model)  # FSDP swaps in a subclass of its own
+    sharded = config.fsdp and processes.distributed
+    if sharded:
+        distributed.shard(model)
     trained: nn.Module = (
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if processes.distributed
+        if processes.distributed and not sharded
         else model
     )
 
@@ -300,7 +308,7 @@ def _train(
     mixing = torch.Generator().manual_seed(config.seed + 1)
     progress = Progress()
     if resumed is not None:
-        optimizer.load_state_dict(resumed.state["optimizer"])
+        distributed.load_full_state(model, optimizer, resumed.model, resumed.state["optimizer"])
         schedule.load_state_dict(resumed.state["schedule"])
         scaler.load_state_dict(resumed.state["scaler"])
         restore_rng(resumed.state["rng"], {"mixing": mixing})
@@ -310,7 +318,7 @@ def _train(
         metrics.truncate_after(progress.step) if resumed is not None else metrics.path.unlink(missing_ok=True)
         logger.info(
             "training %s on %d images (%d classes), %d steps of %d images",
-            type(model).__name__,
+            model_class.__name__,
             len(data.train),
             len(class_names),
             total_steps,
@@ -318,17 +326,19 @@ def _train(
         )
 
     def save_checkpoint() -> None:
+        model_state = distributed.full_model_state(model)  # every process takes part when sharded
+        optimizer_state = distributed.full_optimizer_state(model, optimizer)
         if not processes.main:
             return
         state = {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": capture_rng({"mixing": mixing}),
         }
         save_training_checkpoint(
             run / "checkpoint",
-            model_state=model.state_dict(),
+            model_state=model_state,
             state=state,
             settings=config.settings(),
             progress=progress,
@@ -410,14 +420,17 @@ def _train(
                 break
             if in_epoch >= steps_per_epoch or step >= total_steps:
                 if masks is None:
-                    evaluation = _evaluate(ema or model, val_set, class_names, config, device, processes)
+                    evaluation = _evaluate(ema or model, val_set, class_names, config, device, processes, sharded)
                     if processes.main and evaluation is not None:
                         metrics.append(evaluation_record(step, epoch, evaluation))
                         logger.info("epoch %d, step %d: %s", epoch, step, evaluation.summary())
-                elif processes.main and len(val_set):
+                elif (processes.main or sharded) and len(val_set):
                     loss_value = reconstruction_loss(_inner(ema or model), val_set, config.batch_size, device)
-                    metrics.append({"step": step, "epoch": epoch, "eval": {"loss": loss_value, "images": len(val_set)}})
-                    logger.info("epoch %d, step %d: held-out reconstruction loss %.4f", epoch, step, loss_value)
+                    if processes.main:
+                        record = {"loss": loss_value, "images": len(val_set)}
+                        metrics.append({"step": step, "epoch": epoch, "eval": record})
+                        logger.info("epoch %d, step %d: held-out reconstruction loss %.4f", epoch, step, loss_value)
+                distributed.barrier(processes)
                 if in_epoch >= steps_per_epoch:
                     epoch += 1
                     progress = Progress(step, epoch, 0)
@@ -430,10 +443,15 @@ def _train(
             raise KeyboardInterrupt
         raise SystemExit(143)
     final = _unwrap_final(model, ema)
+    if sharded:  # a plain copy of the gathered weights (on the main process) for the transformers directory
+        gathered = distributed.full_model_state(model)
+        if processes.main:
+            final = model_class(model.config)
+            final.load_state_dict(gathered)
     if processes.main:
         _save_model(run, final, processor)
         try:
-            draw_curves(metrics.read(), run / CURVES_FILE, title=f"{config.data}: {type(final).__name__}")
+            draw_curves(metrics.read(), run / CURVES_FILE, title=f"{config.data}: {model_class.__name__}")
         except ImportError:
             logger.warning("curves.png not drawn: it needs matplotlib (pip install 'swinv2[plots]')")
     distributed.barrier(processes)
@@ -464,10 +482,12 @@ def _evaluate(
     config: TrainConfig,
     device: torch.device,
     processes: distributed.Processes,
+    sharded: bool = False,
 ) -> Evaluation | None:
-    """The held-out evaluation, on the main process (the others wait)."""
+    """The held-out evaluation, on the main process (the others wait), or on every process where the
+    model is sharded (each forward gathers the shards from all of them)."""
     result = None
-    if processes.main and len(dataset):
+    if (processes.main or sharded) and len(dataset):
         result = evaluate(
             _inner(model),
             dataset,

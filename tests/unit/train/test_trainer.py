@@ -79,15 +79,21 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(source: 
     assert steps == sorted(set(steps)) and steps[-1] == 24  # no training step logged twice
 
 
-def test_two_processes_at_batch_4_step_like_one_at_batch_8(source: Path, tmp_path: Path) -> None:
-    """torchrun --nproc_per_node=2 (gloo, CPU) at per-process batch 4 equals one process at batch 8."""
+@pytest.mark.parametrize("sharding", [(), ("--fsdp",)], ids=["ddp", "fsdp"])
+def test_two_processes_at_batch_4_step_like_one_at_batch_8(source: Path, tmp_path: Path, sharding: tuple) -> None:
+    """torchrun --nproc_per_node=2 (gloo, CPU) at per-process batch 4 equals one process at batch 8, with
+    DDP and with FSDP (whose checkpoint, written mid-run, holds the gathered state)."""
     single, double = tmp_path / "single", tmp_path / "double"
     subprocess.run(
         [PYTHON, *_train_command(source, single, "--steps", "4", "--batch-size", "8")], check=True, capture_output=True
     )
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [TORCHRUN, "--nproc_per_node=2", *_train_command(source, double, "--steps", "4", "--batch-size", "4")],
+        [
+            TORCHRUN,
+            "--nproc_per_node=2",
+            *_train_command(source, double, "--steps", "4", "--batch-size", "4", "--checkpoint-every", "2", *sharding),
+        ],
         capture_output=True,
         text=True,
         env=environment,
@@ -97,6 +103,8 @@ def test_two_processes_at_batch_4_step_like_one_at_batch_8(source: Path, tmp_pat
     expected, got = _weights(single), _weights(double)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], atol=1e-5, rtol=0, msg=key)
+    saved = load_file(double / "checkpoint" / "model.safetensors")  # the whole model, not one shard
+    assert saved.keys() == expected.keys() and all(saved[k].shape == expected[k].shape for k in saved)
 
 
 def test_resume_refuses_another_runs_settings_and_a_missing_checkpoint(source: Path, tmp_path: Path) -> None:
