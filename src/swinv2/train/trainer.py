@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import math
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from swinv2.io.errors import InputError, quote
 from swinv2.io.files import staged_output
@@ -351,6 +353,13 @@ def _train(
     mixed = masks is None and (config.mixup > 0 or config.cutmix > 0)
     interrupted = False
     started, images_seen = time.perf_counter(), 0
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        unit="step",
+        desc=config.task,
+        disable=not (processes.main and sys.stderr.isatty()),
+    )
     try:
         while step < total_steps:
             sampler.set_epoch(epoch, progress.step_in_epoch * config.accumulate if epoch == progress.epoch else 0)
@@ -400,17 +409,21 @@ def _train(
                 step, in_epoch = step + 1, in_epoch + 1
                 images_seen += count * processes.world_size
                 progress = Progress(step, epoch, in_epoch)
+                bar.update(1)
                 if processes.main and (step % config.log_every == 0 or step == total_steps):
                     elapsed = time.perf_counter() - started
-                    metrics.append(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": running / max(count, 1),
-                            "lr": optimizer.param_groups[-1]["lr"],
-                            "images_per_s": images_seen / elapsed if elapsed > 0 else None,
-                        }
-                    )
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": running / max(count, 1),
+                        "lr": optimizer.param_groups[-1]["lr"],
+                        "images_per_s": images_seen / elapsed if elapsed > 0 else None,
+                    }
+                    metrics.append(record)
+                    if bar.disable:  # not a terminal: a plain line per logged step instead of the bar
+                        logger.info("step %d/%d: loss %.4f, lr %.3g", step, total_steps, record["loss"], record["lr"])
+                    else:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}", epoch=epoch)
                     running, count = 0.0, 0
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
                     save_checkpoint()
@@ -436,6 +449,8 @@ def _train(
                     progress = Progress(step, epoch, 0)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        bar.close()
     save_checkpoint()
     if interrupted or stop.requested:
         distributed.barrier(processes)

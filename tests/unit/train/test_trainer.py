@@ -150,3 +150,56 @@ def test_bad_settings_are_one_error_naming_them(changes: dict, phrase: str) -> N
     with pytest.raises(InputError) as caught:
         TrainConfig(**fields)
     assert phrase in str(caught.value)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while checkpointing fails that save; the checkpoint before it stays whole."""
+    import errno
+
+    import swinv2.train.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    train(TrainConfig(data="digits", model=str(source), out=str(run), steps=2, batch_size=16))
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_training_checkpoint(
+            run / "checkpoint", model_state={}, state={}, settings={}, progress=checkpoint.Progress(9, 9, 9)
+        )
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
+    assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_fine_tuning_at_a_new_window_saves_a_model_with_that_window(source: Path, tmp_path: Path) -> None:
+    """The V2 transfer: train at another resolution and window; the source's windows are recorded."""
+    run = tmp_path / "run"
+    train(
+        TrainConfig(
+            data="digits", model=str(source), out=str(run), steps=2, batch_size=16, image_size=64, window_size=8
+        )
+    )
+    model = Swinv2ForImageClassification.from_pretrained(run / "model")
+    assert model.config.image_size == 64 and model.config.window_size == 8
+    assert model.config.pretrained_window_sizes[:2] == (4, 4)
+    processor = json.loads((run / "model" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 64, "width": 64}
+
+
+def test_evaluate_command_prints_accuracy_and_a_confusion_matrix(source: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(TrainConfig(data="digits", model=str(source), out=str(run), steps=2, batch_size=16))
+    done = subprocess.run(
+        [PYTHON, "-m", "swinv2", "evaluate", "digits", "--model", str(run / "model"), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
+    assert report["images"] == 180 and len(report["confusion"]) == 10
+    assert sum(map(sum, report["confusion"])) == 180 and 0 <= report["top1"] <= report["top5"] <= 1
