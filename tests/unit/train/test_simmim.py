@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swinv2 import Swinv2Config, Swinv2ForImageClassification, Swinv2ForMaskedImageModeling
+from swinv2 import Swinv2ForImageClassification, Swinv2ForMaskedImageModeling
 from swinv2.io.errors import InputError
 from swinv2.train.setup import ModelChoice, prepare_classifier
 from swinv2.train.simmim import MaskGenerator, default_mask_patch_size
@@ -43,24 +43,6 @@ def test_bad_masks_are_refused_by_name(fields: dict, phrase: str) -> None:
 def test_the_default_block_is_the_papers_32_pixels_where_the_image_allows() -> None:
     assert default_mask_patch_size((192, 192), 4) == 32
     assert default_mask_patch_size((32, 32), 4) == 8  # 4 x 4 blocks on the digits
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = Swinv2Config(
-        image_size=32,
-        patch_size=4,
-        embed_dim=16,
-        depths=(1, 1),
-        num_heads=(1, 2),
-        window_size=4,
-        num_labels=10,
-        drop_path_rate=0.0,
-    )
-    directory = tmp_path_factory.mktemp("source") / "tiny"
-    Swinv2ForImageClassification(config).save_pretrained(directory)
-    return directory
 
 
 def test_pretraining_lowers_the_loss_and_its_encoder_fine_tunes(source: Path, tmp_path: Path) -> None:

@@ -15,31 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swinv2 import Swinv2Config, Swinv2ForImageClassification
+from swinv2 import Swinv2ForImageClassification
 from swinv2.train.checkpoint import ResumeError
 from swinv2.train.trainer import TrainConfig, train
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny classifier directory to fine-tune (no stochastic depth: the torchrun test compares runs)."""
-    torch.manual_seed(0)
-    config = Swinv2Config(
-        image_size=32,
-        patch_size=4,
-        embed_dim=16,
-        depths=(1, 1),
-        num_heads=(1, 2),
-        window_size=4,
-        num_labels=10,
-        drop_path_rate=0.0,
-    )
-    directory = tmp_path_factory.mktemp("source") / "tiny"
-    Swinv2ForImageClassification(config).save_pretrained(directory)
-    return directory
 
 
 def _train_command(source: Path, out: Path, *extra: str) -> list[str]:
