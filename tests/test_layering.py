@@ -269,7 +269,7 @@ def test_type_checking_imports_are_allowed_anywhere() -> None:
         ("swinv2.config", "config"),
         ("swinv2.loading", "app"),
         ("swinv2.pipeline", "app"),
-        ("swinv2.train.loop", "train"),
+        ("swinv2.train.trainer", "train"),
         ("swinv2.cli.__main__", "cli"),
         ("swinv2.unplaced", None),
     ],

@@ -31,13 +31,11 @@ def expand_paths(arguments: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _progress(done: int, total: int) -> None:
-    if total >= 20 and sys.stderr.isatty():
-        filled = 30 * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+def _progress(total: int) -> Any:
+    """A tqdm bar over `total` images on stderr; disabled (silent) off a terminal or under 20 images."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, disable=total < 20 or not sys.stderr.isatty())
 
 
 def strict_json(record: dict[str, Any]) -> str:
@@ -73,17 +71,18 @@ def classify_command(args: argparse.Namespace) -> str:
     model, processor = load_model(args.model, random_weights=args.random_weights, device=args.device)
     failures: list[str] = []
     lines: list[str] = []
-    for start in range(0, len(paths), args.batch_size):
-        good = _readable_images(paths[start : start + args.batch_size], failures, "classify")
-        if good:
-            images = [image for _, image in good]
-            results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
-            for (path, _), predictions in zip(good, results, strict=True):
-                if args.json:
-                    print(strict_json({"path": str(path), "predictions": predictions}))
-                else:
-                    lines.append(f"{path}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in predictions))
-        _progress(min(start + args.batch_size, len(paths)), len(paths))
+    with _progress(len(paths)) as bar:
+        for start in range(0, len(paths), args.batch_size):
+            good = _readable_images(paths[start : start + args.batch_size], failures, "classify")
+            if good:
+                images = [image for _, image in good]
+                results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
+                for (path, _), predictions in zip(good, results, strict=True):
+                    if args.json:
+                        print(strict_json({"path": str(path), "predictions": predictions}))
+                    else:
+                        lines.append(f"{path}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in predictions))
+            bar.update(min(args.batch_size, len(paths) - start))
     if lines:
         print("\n".join(lines))
     if failures:

@@ -4,26 +4,21 @@ exactly (`checkpoint`), evaluation and curves (`metrics`), torch.distributed set
 
 from swinv2.train.checkpoint import load_training_checkpoint, save_training_checkpoint
 from swinv2.train.data import DeterministicSampler, load_classification_data
-from swinv2.train.loop import EpochStats, TrainingSettings, fit, warmup_cosine
 from swinv2.train.metrics import Evaluation, evaluate
 from swinv2.train.optim import WarmupCosine, build_optimizer, parameter_groups
 from swinv2.train.trainer import TrainConfig, TrainResult, train
 
 __all__ = [
     "DeterministicSampler",
-    "EpochStats",
     "Evaluation",
     "TrainConfig",
     "TrainResult",
-    "TrainingSettings",
     "WarmupCosine",
     "build_optimizer",
     "evaluate",
-    "fit",
     "load_classification_data",
     "load_training_checkpoint",
     "parameter_groups",
     "save_training_checkpoint",
     "train",
-    "warmup_cosine",
 ]

@@ -20,6 +20,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,16 @@ class TrainConfig:
 RESUMABLE_CHANGES = ("out", "resume", "workers", "device", "checkpoint_every", "log_every")
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What `train`'s `on_epoch_end` callback gets after each held-out evaluation (main process only)."""
+
+    epoch: int
+    step: int
+    training_loss: float  # mean over the epoch's images (this process's share of them)
+    evaluation: Evaluation | None  # None for SimMIM runs and without held-out images
+
+
 @dataclass
 class TrainResult:
     """What a run produced."""
@@ -207,8 +218,10 @@ def _save_model(run: Path, model: Swinv2PreTrainedModel, processor: Any) -> None
         model.save_pretrained(staged, image_processor=processor)
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | None = None) -> TrainResult:
     """Run (or resume) a training run; returns where it wrote and its final held-out evaluation.
+
+    `on_epoch_end` is called on the main process after each epoch's evaluation (a progress display).
 
     Raises:
         InputError: bad settings or data; ResumeError: nothing to resume, or a checkpoint of another run.
@@ -222,14 +235,19 @@ def train(config: TrainConfig) -> TrainResult:
     stop = _Stop()
     previous_handler = signal.signal(signal.SIGTERM, stop)
     try:
-        return _train(config, run, device, processes, stop)
+        return _train(config, run, device, processes, stop, on_epoch_end)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         distributed.stop(processes)
 
 
 def _train(
-    config: TrainConfig, run: Path, device: torch.device, processes: distributed.Processes, stop: _Stop
+    config: TrainConfig,
+    run: Path,
+    device: torch.device,
+    processes: distributed.Processes,
+    stop: _Stop,
+    on_epoch_end: Callable[[EpochEnd], None] | None,
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     checkpoint_dir = run / "checkpoint"
@@ -369,6 +387,7 @@ def _train(
             )
             in_epoch = sampler.start_step // config.accumulate
             running, count = 0.0, 0
+            epoch_loss, epoch_images = 0.0, 0
             for micro, (pixels, labels) in enumerate(loader, start=sampler.start_step):
                 pixels, labels = pixels.to(device), labels.to(device)
                 last_micro = (micro + 1) % config.accumulate == 0
@@ -395,6 +414,8 @@ def _train(
                     scaler.scale(loss / config.accumulate).backward()
                 running += loss.item() * len(labels)
                 count += len(labels)
+                epoch_loss += loss.item() * len(labels)
+                epoch_images += len(labels)
                 if not last_micro:
                     continue
                 if config.grad_clip is not None:
@@ -444,6 +465,8 @@ def _train(
                         metrics.append({"step": step, "epoch": epoch, "eval": record})
                         logger.info("epoch %d, step %d: held-out reconstruction loss %.4f", epoch, step, loss_value)
                 distributed.barrier(processes)
+                if on_epoch_end is not None and processes.main:
+                    on_epoch_end(EpochEnd(epoch, step, epoch_loss / max(epoch_images, 1), evaluation))
                 if in_epoch >= steps_per_epoch:
                     epoch += 1
                     progress = Progress(step, epoch, 0)
