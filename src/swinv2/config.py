@@ -549,16 +549,16 @@ class Swinv2Config:
             features = list(features)
             unknown = [f for f in features if f not in names]
             if unknown:
-                raise ConfigError(f"out_features {unknown} are not stage names; choose from {names}")
+                raise ConfigError(f"out_features {quote(unknown)} are not stage names; choose from {names}")
             if len(set(features)) != len(features) or features != [n for n in names if n in features]:
-                raise ConfigError(f"out_features must be unique and in stage order {names}; got {features}")
+                raise ConfigError(f"out_features must be unique and in stage order {names}; got {quote(features)}")
         if indices is not None:
             indices = [i % len(names) if -len(names) <= i < 0 else i for i in indices]
             bad = [i for i in indices if not 0 <= i < len(names)]
             if bad:
-                raise ConfigError(f"out_indices {bad} are out of range for {len(names)} stage names {names}")
+                raise ConfigError(f"out_indices {quote(bad)} are out of range for {len(names)} stage names {names}")
             if len(set(indices)) != len(indices) or indices != sorted(indices):
-                raise ConfigError(f"out_indices must be unique and increasing; got {self.out_indices}")
+                raise ConfigError(f"out_indices must be unique and increasing; got {quote(self.out_indices)}")
         if features is None and indices is None:
             features, indices = [names[-1]], [len(names) - 1]
         elif features is None:
@@ -566,7 +566,7 @@ class Swinv2Config:
         elif indices is None:
             indices = [names.index(f) for f in features]
         elif features != [names[i] for i in indices]:
-            raise ConfigError(f"out_features {features} and out_indices {indices} name different stages")
+            raise ConfigError(f"out_features {quote(features)} and out_indices {quote(indices)} name different stages")
         self.out_features, self.out_indices = features, indices
 
     # ------------------------------------------------------------------------------ edit/copy

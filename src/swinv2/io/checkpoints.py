@@ -35,7 +35,7 @@ _WRAPPER_KEYS = ("model", "state_dict", "model_ema")
 
 
 #: Keys of each kind a load error names in its message (the error's `report` holds all of them).
-REPORT_KEYS_SHOWN = 5
+REPORT_KEYS_SHOWN = 3
 
 
 class CheckpointError(InputError):
