@@ -184,3 +184,32 @@ def test_evaluate_command_prints_accuracy_and_a_confusion_matrix(source: Path, t
     report = json.loads(done.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
     assert report["images"] == 180 and len(report["confusion"]) == 10
     assert sum(map(sum, report["confusion"])) == 180 and 0 <= report["top1"] <= report["top5"] <= 1
+
+
+def test_the_recipe_options_run_together(source: Path, tmp_path: Path) -> None:
+    """EMA, bf16 autocast, accumulation, mixup/cutmix, layer decay, warm-up and gradient checkpointing in
+    one short run: it finishes, the saved weights are the average's and finite, the run is resumable."""
+    run = tmp_path / "run"
+    result = train(
+        TrainConfig(
+            data="digits",
+            model=str(source),
+            out=str(run),
+            steps=3,
+            batch_size=8,
+            accumulate=2,
+            ema=0.9,
+            precision="bf16",
+            mixup=0.2,
+            cutmix=1.0,
+            layer_decay=0.8,
+            warmup_steps=1,
+            gradient_checkpointing=True,
+        )
+    )
+    assert result.steps == 3
+    saved = _weights(run)
+    assert all(torch.isfinite(t).all() for t in saved.values())
+    checkpoint = load_file(run / "checkpoint" / "ema.safetensors")
+    for key, tensor in saved.items():
+        torch.testing.assert_close(tensor, checkpoint[f"module.{key}"], atol=0, rtol=0, msg=key)
