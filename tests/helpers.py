@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,3 +103,14 @@ def count_forwards(monkeypatch: Any, **nodes: type[torch.autograd.Function]) -> 
 
         monkeypatch.setattr(node, "forward", staticmethod(counted))
     return calls
+
+
+def intel_avx512() -> bool:
+    """Whether this is an Intel CPU with AVX-512: where the CPU fast path's sums were measured to be the
+    eager path's bit for bit. (On AMD EPYC MKL takes other kernels, and products of few rows or of 384
+    inputs round differently, by ~1e-6.)"""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512f" in info and "GenuineIntel" in info

@@ -146,7 +146,8 @@ class _Pack:
 
 
 # Up to this many inputs per output oneDNN's fp32 matmul sums as MKL's sgemm does (bit for bit; measured
-# on AVX-512); above, its order differs (~3e-6 relative), which summed over a model came to 1.07e-5
+# on Intel AVX-512: on AMD EPYC MKL takes other kernels, and at 384 inputs the two differ by ~2e-6, still
+# well inside the parity bound); above, its order differs (~3e-6 relative), which summed over a model came to 1.07e-5
 # from transformers (1e-5 is the parity bound). GELU-fused linears take oneDNN at any K.
 ONEDNN_SAME_SUM_K = 384
 # Both packed routes start at this many rows: with up to 15, addmm takes MKL's small-matrix routines,
@@ -197,7 +198,7 @@ def _many_contiguous_rows(x: torch.Tensor) -> bool:
 
 
 def _sums_like_f_linear(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether oneDNN's product equals `F.linear`'s bit for bit (measured on AVX-512): at most
+    """Whether oneDNN's product equals `F.linear`'s bit for bit (measured on Intel AVX-512): at most
     `ONEDNN_SAME_SUM_K` inputs and `_many_contiguous_rows(x)`."""
     return weight.shape[1] <= ONEDNN_SAME_SUM_K and _many_contiguous_rows(x)
 

@@ -40,7 +40,6 @@ import contextlib
 import dataclasses
 import gc
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
-from helpers import image_batch, perturb_, tiny_config
+from helpers import image_batch, intel_avx512, perturb_, tiny_config
 from swinv2 import Swinv2Model
 from swinv2.backends import packed_linear
 from swinv2.models import registry
@@ -167,13 +166,6 @@ def test_fp32_linear_gelu_goes_through_onednn(context: str, bias: bool, onednn_c
     torch.testing.assert_close(out, _plain(x, weight, b, gelu=True), atol=ATOL, rtol=0)
 
 
-def _avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("context", list(NO_AUTOGRAD), ids=list(NO_AUTOGRAD))
 def test_fp32_linear_without_gelu_routes_by_width_and_rows(
@@ -201,7 +193,7 @@ def test_fp32_linear_without_gelu_routes_by_width_and_rows(
             mkl_built = packed_linear._mkl_packed_linear_available()
             takes_mkl = inputs > packed_linear.ONEDNN_SAME_SUM_K and many_rows and mkl_built
             assert (len(onednn_calls), len(mkl_calls)) == (int(takes_onednn), int(takes_mkl)), (inputs, rows.shape)
-            if takes_mkl or (takes_onednn and not _avx512()):
+            if takes_mkl or (takes_onednn and not intel_avx512()):
                 torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
             else:
                 assert torch.equal(out, expected), (inputs, (out - expected).abs().max().item())
