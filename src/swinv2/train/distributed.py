@@ -21,6 +21,7 @@ class Processes:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this run created the process group (and so destroys it at the end)
 
     @property
     def main(self) -> bool:
@@ -37,14 +38,15 @@ def start(device: torch.device) -> Processes:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Processes()
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Processes(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), created)
 
 
 def stop(processes: Processes) -> None:
-    """Leave the process group, if this run joined one."""
-    if processes.distributed and dist.is_initialized():
+    """Leave the process group, if this run created it (a caller's own group stays)."""
+    if processes.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

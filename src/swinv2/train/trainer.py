@@ -19,6 +19,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -233,11 +234,14 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | Non
         torch.cuda.set_device(device)
     run = Path(config.out)
     stop = _Stop()
-    previous_handler = signal.signal(signal.SIGTERM, stop)
+    # Python takes signal handlers in the main thread only; a run in another thread ends on SIGTERM as usual.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
     try:
         return _train(config, run, device, processes, stop, on_epoch_end)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
         distributed.stop(processes)
 
 

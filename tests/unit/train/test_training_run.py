@@ -213,3 +213,25 @@ def test_the_recipe_options_run_together(source: Path, tmp_path: Path) -> None:
     checkpoint = load_file(run / "checkpoint" / "ema.safetensors")
     for key, tensor in saved.items():
         torch.testing.assert_close(tensor, checkpoint[f"module.{key}"], atol=0, rtol=0, msg=key)
+
+
+def test_a_run_in_another_thread_trains(source: Path, tmp_path: Path) -> None:
+    """Signal handlers can only be set from the main thread: a run started from a worker thread (a
+    notebook's, a service's) trains without one instead of failing."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = train(
+                TrainConfig(data="digits", model=str(source), out=str(tmp_path / "r"), steps=1, batch_size=16)
+            )
+        except Exception as err:  # reported below
+            outcome["error"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert "error" not in outcome, outcome.get("error")
+    assert (tmp_path / "r" / "model" / "config.json").is_file()
