@@ -1,7 +1,8 @@
 """`swinv2` command line: thin subcommands over the library, one module per command group.
 
 Exit codes: 0 success, 1 failure (one line on stderr naming the file and the problem), 2 misuse,
-130 interrupted. Whatever goes wrong, a failure is one line; `--debug` (or the environment variable
+130 interrupted (a training run stopped by Ctrl-C or SIGTERM saves its checkpoint first and exits 130 or
+143). Whatever goes wrong, a failure is one line; `--debug` (or the environment variable
 `SWINV2_DEBUG=1`) adds the traceback.
 """
 
@@ -18,6 +19,7 @@ from swinv2.cli import bench, convert, demo, info, train, use
 from swinv2.cli.common import CommandError
 from swinv2.io.checkpoints import CheckpointError
 from swinv2.io.errors import InputError
+from swinv2.train.trainer import TrainingStopped
 
 DEBUG_VARIABLE = "SWINV2_DEBUG"
 
@@ -62,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     try:
         message = args.run(args)
+    except TrainingStopped as stopped:
+        print(f"swinv2 {args.command}: {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except KeyboardInterrupt:
         print(f"swinv2 {args.command}: interrupted", file=sys.stderr)
         return 130

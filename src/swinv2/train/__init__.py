@@ -6,13 +6,14 @@ from swinv2.train.checkpoint import load_training_checkpoint, save_training_chec
 from swinv2.train.data import DeterministicSampler, load_classification_data
 from swinv2.train.metrics import Evaluation, evaluate
 from swinv2.train.optim import WarmupCosine, build_optimizer, parameter_groups
-from swinv2.train.trainer import TrainConfig, TrainResult, train
+from swinv2.train.trainer import TrainConfig, TrainingStopped, TrainResult, train
 
 __all__ = [
     "DeterministicSampler",
     "Evaluation",
     "TrainConfig",
     "TrainResult",
+    "TrainingStopped",
     "WarmupCosine",
     "build_optimizer",
     "evaluate",

@@ -58,6 +58,14 @@ def all_reduce_sum(values: torch.Tensor, processes: Processes) -> torch.Tensor:
     return values
 
 
+def any_process(flag: bool, processes: Processes) -> bool:
+    """Whether `flag` is set on any process: a decision every process takes together (a stop requested by
+    a signal that reached the processes at different steps must end them all after the same step)."""
+    if not processes.distributed:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([int(flag)]), processes).item())
+
+
 def barrier(processes: Processes) -> None:
     if processes.distributed:
         dist.barrier()

@@ -175,8 +175,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: Settings that may differ between a run and its resumption (they do not change the result).
-RESUMABLE_CHANGES = ("out", "resume", "workers", "device", "checkpoint_every", "log_every")
+#: Settings that may differ between a run and its resumption (they do not change the result). The
+#: per-process batch may change with the number of processes, as long as the global batch stays the same
+#: (`check_global_batch`).
+RESUMABLE_CHANGES = ("out", "resume", "workers", "device", "checkpoint_every", "log_every", "batch_size")
+#: The number of processes, recorded beside the settings in a checkpoint.
+PROCESSES_KEY = "processes"
 
 
 @dataclass(frozen=True)
@@ -199,14 +203,39 @@ class TrainResult:
     skipped_images: list[tuple[str, str]]
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """The run ended early on SIGTERM or Ctrl-C after saving its checkpoint; the same call with
+    `resume=True` continues it. A KeyboardInterrupt, so that `except Exception` does not swallow it."""
+
+    def __init__(self, run: Path, step: int, total_steps: int, signum: int | None) -> None:
+        self.run, self.step, self.total_steps = run, step, total_steps
+        self.signal = signal.SIGINT if signum is None else signal.Signals(signum)
+        super().__init__(
+            f"stopped by {self.signal.name} after step {step} of {total_steps}; its checkpoint is saved in "
+            f"'{run / 'checkpoint'}': the same command with --resume continues it"
+        )
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's convention: 128 + the signal's number."""
+        return 128 + int(self.signal)
+
+
 class _Stop:
-    """Set by SIGTERM: the loop saves a checkpoint after the current step and ends."""
+    """The handler of SIGTERM and Ctrl-C (SIGINT): the loop saves a checkpoint after the current step and
+    ends, so the checkpoint never holds a half-done optimiser step; a second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signal: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
 
 
 def _autocast(device: torch.device, precision: str) -> Any:
@@ -236,12 +265,13 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochEnd], None] | Non
     stop = _Stop()
     # Python takes signal handlers in the main thread only; a run in another thread ends on SIGTERM as usual.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, stop) if in_main_thread else None
+    handled = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
+    previous_handlers = {signum: signal.signal(signum, stop) for signum in handled}
     try:
         return _train(config, run, device, processes, stop, on_epoch_end)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         distributed.stop(processes)
 
 
@@ -260,6 +290,7 @@ def _train(
         resumed = load_training_checkpoint(checkpoint_dir)
         keys = [k for k in config.settings() if k not in RESUMABLE_CHANGES]
         check_same_run(resumed.settings, config.settings(), keys, str(run))
+        check_global_batch(resumed.settings, config.batch_size, processes.world_size, str(run))
     elif checkpoint_dir.exists():
         raise ResumeError(f"'{run}' already holds a run; pass --resume to continue it, or choose another --out")
     if processes.main:
@@ -364,7 +395,7 @@ def _train(
             run / "checkpoint",
             model_state=model_state,
             state=state,
-            settings=config.settings(),
+            settings=config.settings() | {PROCESSES_KEY: processes.world_size},
             progress=progress,
             ema_state=None if ema is None else ema.state_dict(),
         )
@@ -373,7 +404,7 @@ def _train(
     step, epoch = progress.step, progress.epoch
     evaluation: Evaluation | None = None
     mixed = masks is None and (config.mixup > 0 or config.cutmix > 0)
-    interrupted = False
+    interrupted = stopping = False
     started, images_seen = time.perf_counter(), 0
     bar = tqdm(
         total=total_steps,
@@ -452,9 +483,10 @@ def _train(
                     running, count = 0.0, 0
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
                     save_checkpoint()
-                if stop.requested or step >= total_steps:
+                stopping = distributed.any_process(stop.requested, processes)  # every process stops after this step
+                if stopping or step >= total_steps:
                     break
-            if stop.requested:
+            if stopping:
                 break
             if in_epoch >= steps_per_epoch or step >= total_steps:
                 if masks is None:
@@ -474,16 +506,18 @@ def _train(
                 if in_epoch >= steps_per_epoch:
                     epoch += 1
                     progress = Progress(step, epoch, 0)
+            if step < total_steps and distributed.any_process(stop.requested, processes):  # during the evaluation
+                stopping = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
+    stopping = stopping and step < total_steps  # a signal during the last step: the run is complete
     save_checkpoint()
-    if interrupted or stop.requested:
+    if interrupted or stopping:
         distributed.barrier(processes)
-        if interrupted:
-            raise KeyboardInterrupt
-        raise SystemExit(143)
+        raise TrainingStopped(run, step, total_steps, None if interrupted else stop.signal)
     final = _unwrap_final(model, ema)
     if sharded:  # a plain copy of the gathered weights (on the main process) for the transformers directory
         gathered = distributed.full_model_state(model)
@@ -498,6 +532,30 @@ def _train(
             logger.warning("curves.png not drawn: it needs matplotlib (pip install 'swinv2[plots]')")
     distributed.barrier(processes)
     return TrainResult(run, step, evaluation, list(getattr(data, "skipped", [])))
+
+
+def check_global_batch(saved: dict[str, Any], batch_size: int, world_size: int, where: str) -> None:
+    """A run resumes on any number of processes whose batches add up to the checkpoint's global batch:
+    then every step sees the same images (`swinv2.train.data.rank_batches`) and the run goes on as it
+    would have.
+
+    Raises:
+        ResumeError: another global batch, with both and the per-process batch that would match.
+    """
+    saved_processes = saved.get(PROCESSES_KEY, world_size)
+    saved_batch = saved.get("batch_size")
+    if not (isinstance(saved_processes, int) and isinstance(saved_batch, int)):
+        raise ResumeError(f"'{where}' holds a checkpoint whose batch size or process count is damaged")
+    saved_global, global_batch = saved_batch * saved_processes, batch_size * world_size
+    if saved_global != global_batch:
+        fits = (
+            f"--batch-size {saved_global // world_size}" if saved_global % world_size == 0 else "another process count"
+        )
+        raise ResumeError(
+            f"'{where}' was trained with a global batch of {saved_global} ({saved_processes} process(es) x "
+            f"{saved_batch}); now {global_batch} ({world_size} process(es) x {batch_size}): resume with {fits} "
+            "on this number of processes, or start a new run in another directory"
+        )
 
 
 def _unwrap_final(model: Swinv2PreTrainedModel, ema: Any) -> Swinv2PreTrainedModel:

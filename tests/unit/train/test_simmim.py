@@ -49,7 +49,7 @@ def test_pretraining_lowers_the_loss_and_its_encoder_fine_tunes(source: Path, tm
     run = tmp_path / "pre"
     train(
         TrainConfig(
-            data="digits", model=str(source), out=str(run), task="simmim", steps=40, batch_size=32, lr=2e-3, log_every=5
+            data="digits", model=str(source), out=str(run), task="simmim", steps=20, batch_size=16, lr=2e-3, log_every=5
         )
     )
     losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
@@ -63,3 +63,35 @@ def test_pretraining_lowers_the_loss_and_its_encoder_fine_tunes(source: Path, tm
     fine = tmp_path / "fine"
     result = train(TrainConfig(data="digits", model=str(run / "model"), out=str(fine), steps=2, batch_size=32))
     assert result.steps == 2 and Swinv2ForImageClassification.from_pretrained(fine / "model").config.num_labels == 10
+
+
+@pytest.mark.long
+def test_a_pretrained_encoder_fine_tunes_to_a_lower_loss_than_scratch(tmp_path: Path) -> None:
+    """The point of pre-training, on the digits: `swinv2 demo`'s model (1.3 M parameters, 32 px), SimMIM
+    for 300 steps, then 60 fine-tuning steps from its encoder and from the same random start. The
+    pre-trained run's mean training loss is lower and its held-out accuracy higher (about 1.81 against
+    1.93 and 71 % against 65 % where this was measured; about 2 minutes on one thread)."""
+    from swinv2 import Swinv2Config, Swinv2ImageProcessor
+
+    torch.manual_seed(0)
+    config = Swinv2Config(
+        image_size=32, patch_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=4, num_labels=10
+    )
+    start = tmp_path / "start"
+    processor = Swinv2ImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    Swinv2ForImageClassification(config).save_pretrained(start, image_processor=processor)
+    pre = tmp_path / "pre"
+    train(TrainConfig(data="digits", model=str(start), out=str(pre), task="simmim", steps=300, batch_size=48, lr=2e-3))
+
+    def fine_tune(source: Path, name: str) -> tuple[float, float]:
+        run = tmp_path / name
+        result = train(TrainConfig(data="digits", model=str(source), out=str(run), steps=60, batch_size=48, lr=1e-3))
+        records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        losses = [r["loss"] for r in records if "loss" in r]
+        assert result.evaluation is not None
+        return sum(losses) / len(losses), result.evaluation.top1
+
+    pretrained_loss, pretrained_accuracy = fine_tune(pre / "model", "from-pretrained")
+    scratch_loss, scratch_accuracy = fine_tune(start, "from-scratch")
+    assert pretrained_loss < scratch_loss - 0.05
+    assert pretrained_accuracy > scratch_accuracy
