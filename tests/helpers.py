@@ -114,3 +114,26 @@ def intel_avx512() -> bool:
     except OSError:
         return False
     return "avx512f" in info and "GenuineIntel" in info
+
+
+def hf_swin2sr_config(config: Any) -> Any:
+    """transformers' Swin2SRConfig with the fields of our `Swin2SRConfig`."""
+    import transformers
+
+    data = config.to_dict()
+    for key in ("num_layers", "model_type"):
+        data.pop(key, None)
+    return transformers.Swin2SRConfig(**data)
+
+
+def hf_swin2sr_twins(cls_name: str, config: Any, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """A perturbed transformers Swin2SR model of class `cls_name` and ours loaded from its state dict (eval mode)."""
+    import transformers
+
+    import swinv2
+
+    torch.manual_seed(seed)
+    theirs = perturb_(getattr(transformers, cls_name)(hf_swin2sr_config(config)), seed=seed).eval()
+    ours = getattr(swinv2, cls_name)(config).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # our names are transformers'
+    return theirs, ours

@@ -1,4 +1,4 @@
-"""swinv2: Swin Transformer V2 in PyTorch, interchangeable with transformers' Swinv2 classes.
+"""swinv2: Swin Transformer V2 in PyTorch, interchangeable with transformers' Swinv2 and Swin2SR classes.
 
 Example:
     >>> from swinv2 import Swinv2Config, Swinv2ForImageClassification
@@ -7,7 +7,7 @@ Example:
 """
 
 from swinv2 import backends  # registers the fast paths
-from swinv2.config import Swinv2Config
+from swinv2.config import Swin2SRConfig, Swinv2Config
 from swinv2.io.checkpoints import CheckpointError, LoadReport
 from swinv2.io.errors import ConfigError, InputError, LimitError
 from swinv2.io.layouts import detect_layout
@@ -15,6 +15,11 @@ from swinv2.io.limits import memory_limit, set_memory_limit
 from swinv2.loading import load_checkpoint, save_timm
 from swinv2.models import (
     BackboneOutput,
+    Swin2SRForImageSuperResolution,
+    Swin2SRImageSuperResolutionOutput,
+    Swin2SRModel,
+    Swin2SRModelOutput,
+    Swin2SRPreTrainedModel,
     Swinv2Backbone,
     Swinv2ForImageClassification,
     Swinv2ForMaskedImageModeling,
@@ -38,6 +43,12 @@ __all__ = [
     "InputError",
     "LimitError",
     "LoadReport",
+    "Swin2SRConfig",
+    "Swin2SRForImageSuperResolution",
+    "Swin2SRImageSuperResolutionOutput",
+    "Swin2SRModel",
+    "Swin2SRModelOutput",
+    "Swin2SRPreTrainedModel",
     "Swinv2Backbone",
     "Swinv2Config",
     "Swinv2ForImageClassification",

@@ -79,6 +79,8 @@ CONFIG_FIELDS = (
     "problem_type",
     "return_dict",
 )
+#: Swin2SRConfig's own fields, beside the shared ones above.
+SR_CONFIG_FIELDS = ("num_channels_out", "upscale", "img_range", "resi_connection", "upsampler")
 PREPROCESSOR_FIELDS = (
     "size",
     "resample",
@@ -459,21 +461,39 @@ class Builder:
 
     # -- kinds
     def _config_json(self, rng: random.Random, directory: Path) -> Case:
-        from swinv2 import Swinv2Config, Swinv2ForImageClassification, load_checkpoint
+        from swinv2 import (
+            Swin2SRConfig,
+            Swin2SRForImageSuperResolution,
+            Swinv2Config,
+            Swinv2ForImageClassification,
+            load_checkpoint,
+        )
 
-        model = self._copy(rng.choice(["model", "model", "model_ape"]), directory)
+        seed = rng.choice(["model", "model", "model_ape", "model_sr"])
+        model = self._copy(seed, directory)
         target = model / "config.json"
+        fields = CONFIG_FIELDS + SR_CONFIG_FIELDS if seed == "model_sr" else CONFIG_FIELDS
         if rng.random() < 0.06:
             mutation = self._special_file(rng, target)
         else:
-            blob, mutation = mut.mutate_json(rng, json.loads(target.read_text()), CONFIG_FIELDS)
+            blob, mutation = mut.mutate_json(rng, json.loads(target.read_text()), fields)
             target.write_bytes(blob)
-        entries = {
-            "Swinv2Config.from_pretrained": lambda: Swinv2Config.from_pretrained(model),
-            "Swinv2Config.from_json_file": lambda: Swinv2Config.from_json_file(target),
-            "Swinv2ForImageClassification.from_pretrained": lambda: Swinv2ForImageClassification.from_pretrained(model),
-            "load_checkpoint(dir)": lambda: load_checkpoint(model),
-        }
+        if seed == "model_sr":
+            load_sr = Swin2SRForImageSuperResolution.from_pretrained
+            entries: dict[str, Callable[[], Any]] = {
+                "Swin2SRConfig.from_pretrained": lambda: Swin2SRConfig.from_pretrained(model),
+                "Swin2SRConfig.from_json_file": lambda: Swin2SRConfig.from_json_file(target),
+                "Swin2SRForImageSuperResolution.from_pretrained": lambda: load_sr(model),
+            }
+        else:
+            entries = {
+                "Swinv2Config.from_pretrained": lambda: Swinv2Config.from_pretrained(model),
+                "Swinv2Config.from_json_file": lambda: Swinv2Config.from_json_file(target),
+                "Swinv2ForImageClassification.from_pretrained": lambda: Swinv2ForImageClassification.from_pretrained(
+                    model
+                ),
+                "load_checkpoint(dir)": lambda: load_checkpoint(model),
+            }
         entry = rng.choice(list(entries))
         return self._case(entry, f"config.json: {mutation}", directory, entries[entry], "config.json")
 

@@ -17,6 +17,9 @@ from PIL import Image
 #: The seed model: two stages, 32 px, 3 labels; small enough that every load takes milliseconds.
 TINY = dict(image_size=32, patch_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4, num_labels=3)
 
+#: The super-resolution seed: one residual stage of two blocks, 16 px, window 4, 2x pixel shuffle.
+SR_TINY = dict(image_size=16, embed_dim=8, depths=(2,), num_heads=(2,), window_size=4, upscale=2)
+
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff", "WEBP": ".webp"}
 
 
@@ -41,6 +44,7 @@ def build_seeds(root: Path) -> Path:
     Layout:
         model/            save_pretrained classifier + preprocessor_config.json (32x32)
         model_ape/        the same with absolute position embeddings (use_absolute_embeddings=True)
+        model_sr/         save_pretrained Swin2SRForImageSuperResolution (16 px, 2x pixel shuffle)
         model_bin/        classifier saved as pytorch_model.bin (safe_serialization=False)
         sharded/          classifier split into shards with model.safetensors.index.json
         config.json       the tiny config alone (for --config / config=)
@@ -50,12 +54,18 @@ def build_seeds(root: Path) -> Path:
         transformers.bin  the classifier's state dict via torch.save
         image.<ext>       a 40x30 RGB image in each container format
     """
-    from swinv2 import Swinv2ForImageClassification, Swinv2ForMaskedImageModeling, Swinv2ImageProcessor
+    from swinv2 import (
+        Swin2SRConfig,
+        Swin2SRForImageSuperResolution,
+        Swinv2ForImageClassification,
+        Swinv2ForMaskedImageModeling,
+        Swinv2ImageProcessor,
+    )
     from swinv2.io.keymaps import transformers_encoder_to_official
     from swinv2.loading import save_timm, to_microsoft
 
     root = Path(root)
-    if (root / ".complete").exists():
+    if (root / ".complete").exists() and (root / "model_sr").is_dir():  # older seed sets lack model_sr: rebuilt
         return root
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -66,6 +76,8 @@ def build_seeds(root: Path) -> Path:
         root / "model_ape", image_processor=processor
     )
     model.save_pretrained(root / "model_bin", safe_serialization=False, image_processor=processor)
+    sr_config = Swin2SRConfig(**SR_TINY, drop_path_rate=0.0)
+    _perturbed(Swin2SRForImageSuperResolution(sr_config)).save_pretrained(root / "model_sr")
     model.save_pretrained(root / "sharded", max_shard_size=20_000, image_processor=processor)
     tiny_config().to_json_file(root / "config.json")
     for name in ("timm.pth", "timm.bin", "timm.safetensors"):

@@ -69,5 +69,3 @@ def triton_or_auto(
         return auto_attention(module, windows, terms, need_weights)
     qkv = torch.nn.functional.linear(windows, terms.qkv_weight, terms.qkv_bias)  # (w, N, 3C)
     return triton_attention.window_attention(qkv, terms.bias, terms.scale, module.num_heads), None
-
-

@@ -1,8 +1,12 @@
-"""`Swinv2PreTrainedModel`: what every model class shares: its config, loading, saving, caches.
+"""`PreTrainedModel`: what every model class shares: its config, loading, saving, caches; and
+`Swinv2PreTrainedModel`, the base of the Swin V2 classes (the Swin2SR classes have theirs in
+`swinv2.models.swin2sr`).
 
 Format-neutral: a model's parameter names are transformers', so a transformers directory
 (`config.json` + `model.safetensors`) loads with no renaming, and either library reads what the other
-writes. Other layouts are renamed in `swinv2.io.keymaps` before they reach a model.
+writes. Other layouts are renamed in `swinv2.io.keymaps` before they reach a model. What differs
+between model families is a handful of class attributes and hooks: `config_class`,
+`base_model_prefix`, `head_modules`, `is_encoder_key` and `config_size`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from swinv2.config import CONFIG_NAME, Swinv2Config
+from swinv2.config.common import ConfigFile
 from swinv2.io.checkpoints import (
     PICKLE_WEIGHTS_NAME,
     SAFE_WEIGHTS_INDEX_NAME,
@@ -40,11 +45,11 @@ from swinv2.io.keymaps import HEAD_MODULES, is_transformers_encoder_key
 from swinv2.io.limits import check_memory
 from swinv2.layers.weight_init import trunc_normal_init
 from swinv2.models.registry import get_backend, release_caches
-from swinv2.models.size import Head, model_size
+from swinv2.models.size import Head, ModelSize, model_size
 
 logger = logging.getLogger(__name__)
 
-ModelT = TypeVar("ModelT", bound="Swinv2PreTrainedModel")
+ModelT = TypeVar("ModelT", bound="PreTrainedModel")
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -55,7 +60,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device | None:
     return torch.device(device)
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None, config: Swinv2Config) -> torch.dtype | None:
+def _resolve_dtype(dtype: str | torch.dtype | None, config: ConfigFile) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -111,30 +116,48 @@ class BackboneType(str, Enum):
     TRANSFORMERS = "transformers"
 
 
-class Swinv2PreTrainedModel(nn.Module):
-    """Base of the Swin V2 models: holds the config, loads and saves transformers-format directories.
+class PreTrainedModel(nn.Module):
+    """Base of every model class: holds the config, loads and saves transformers-format directories.
 
-    Class attributes:
+    Class attributes (set by each model family's base):
         config_class: The config type the class is built from.
         base_model_prefix: Where head models keep their encoder in the state dict.
+        head_modules: Prefixes of transformers' head parameters, outside the encoder.
         main_input_name: The forward argument that carries the images.
     """
 
-    config_class: type[Swinv2Config] = Swinv2Config
-    size_head: Head = "none"  # the head `model_size` counts for this class
-    base_model_prefix = "swinv2"
+    config_class: type[ConfigFile]
+    config: Any  # a `config_class` instance; each family's base narrows the type
+    base_model_prefix: str
+    head_modules: tuple[str, ...] = ()
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
 
-    def __init__(self, config: Swinv2Config) -> None:
+    def __init__(self, config: ConfigFile) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise TypeError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
         if torch.get_default_device().type != "meta":  # a meta-device build allocates nothing
-            size = model_size(config, self.size_head)
+            size = self.config_size(config)
             check_memory(size.total_bytes, f"building {type(self).__name__} ({size.parameters:,} parameters)")
         self.config = config
         self._weights_initialized = False
+
+    # ------------------------------------------------------------------- family hooks
+    @classmethod
+    def config_size(cls, config: Any) -> ModelSize:
+        """Parameters and memory a model of this class built from `config` needs (checked before building)."""
+        raise NotImplementedError
+
+    @classmethod
+    def encoder_parameters(cls, config: Any) -> int:
+        """Parameters of the encoder alone (what any checkpoint for `config` must at least hold)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def is_encoder_key(key: str) -> bool:
+        """Whether `key` (no prefix) names a tensor of this family's transformers encoder."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------- transformers' surface
     def post_init(self) -> None:
@@ -150,7 +173,7 @@ class Swinv2PreTrainedModel(nn.Module):
 
         def visit(module: nn.Module) -> None:
             for child in module.children():
-                if isinstance(child, Swinv2PreTrainedModel) and child._weights_initialized:
+                if isinstance(child, PreTrainedModel) and child._weights_initialized:
                     continue
                 trunc_normal_init(child, self.config.initializer_range)
                 visit(child)
@@ -171,14 +194,14 @@ class Swinv2PreTrainedModel(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding (`embeddings.patch_embeddings`: pad, strided projection, flatten), as transformers."""
         base = self.base_model
-        if base is not self and isinstance(base, Swinv2PreTrainedModel):
+        if base is not self and isinstance(base, PreTrainedModel):
             return base.get_input_embeddings()
         return self.get_submodule("embeddings.patch_embeddings")
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         """Replace the patch embedding; `value` maps (B, C_in, H, W) to (B, L, C) tokens and their (H, W) grid."""
         base = self.base_model
-        if base is not self and isinstance(base, Swinv2PreTrainedModel):
+        if base is not self and isinstance(base, PreTrainedModel):
             base.set_input_embeddings(value)
         else:
             setattr(self.get_submodule("embeddings"), "patch_embeddings", value)  # noqa: B010
@@ -204,7 +227,7 @@ class Swinv2PreTrainedModel(nn.Module):
         """Floating dtype of the parameters."""
         return next(self.parameters()).dtype
 
-    def with_config(self: ModelT, config: Swinv2Config) -> ModelT:
+    def with_config(self: ModelT, config: Any) -> ModelT:
         """A freshly initialised model of this class, built the same way, for another config."""
         return type(self)(config)
 
@@ -216,7 +239,7 @@ class Swinv2PreTrainedModel(nn.Module):
         config = self.config.replace(attn_implementation=name)  # validates the name
         get_backend(name)  # and that it is registered
         for module in self.modules():
-            if isinstance(module, Swinv2PreTrainedModel):
+            if isinstance(module, PreTrainedModel):
                 module.config = config
             elif hasattr(module, "implementation"):
                 setattr(module, "implementation", name)  # noqa: B010 (any module with the attribute)
@@ -299,7 +322,8 @@ class Swinv2PreTrainedModel(nn.Module):
 
     # ------------------------------------------------------------------------------ loading
     def _map_hf_state(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-        """Rename transformers-named tensors of any Swinv2 class to this model's keys: (mapped, unexpected, unused)."""
+        """Rename transformers-named tensors of any class of this family to this model's keys: (mapped,
+        unexpected, unused)."""
         own = self.state_dict()
         prefix = self.base_model_prefix + "."
         own_prefixed = any(k.startswith(prefix) for k in own)
@@ -309,9 +333,9 @@ class Swinv2PreTrainedModel(nn.Module):
         unused: list[str] = []
         for key, tensor in state.items():
             target = key
-            if not key.startswith(HEAD_MODULES):
+            if not key.startswith(self.head_modules):
                 relative = key.removeprefix(prefix) if file_prefixed else key
-                if not is_transformers_encoder_key(relative):
+                if not self.is_encoder_key(relative):
                     unexpected.append(key)
                     continue
                 target = prefix + relative if own_prefixed else relative
@@ -331,7 +355,7 @@ class Swinv2PreTrainedModel(nn.Module):
         context: str = "",
         unexpected: Sequence[str] = (),
     ) -> LoadReport:
-        """Load transformers-named tensors of any Swinv2 class (base, head or backbone).
+        """Load transformers-named tensors of any class of this family (base, head or backbone).
 
         An encoder saved by another class loads too (a classification checkpoint into a
         `Swinv2Backbone`, a base model into a classifier): the `swinv2.` prefix is added or removed as
@@ -370,7 +394,7 @@ class Swinv2PreTrainedModel(nn.Module):
         mapped, unknown, unused = self._map_hf_state(state)
         own = self.state_dict()
         fresh = [k for k in own if k not in mapped]
-        new_head = strict is None and bool(fresh) and all(k.startswith(HEAD_MODULES) for k in fresh)
+        new_head = strict is None and bool(fresh) and all(k.startswith(self.head_modules) for k in fresh)
         if unused:
             logger.info("weights this %s does not use: %s", type(self).__name__, unused)
         self._release_derived()
@@ -478,7 +502,7 @@ class Swinv2PreTrainedModel(nn.Module):
         cls: type[ModelT],
         pretrained_model_name_or_path: str | os.PathLike[str] | None,
         *,
-        config: Swinv2Config | None = None,
+        config: ConfigFile | None = None,
         state_dict: Mapping[str, torch.Tensor] | None = None,
         subfolder: str = "",
         device: str | torch.device | None = None,
@@ -526,7 +550,7 @@ class Swinv2PreTrainedModel(nn.Module):
             config = config.replace(**config_overrides)
         if state_dict is None and strict is not False:
             assert directory is not None
-            _check_weights_cover_config(directory, config)
+            _check_weights_cover_config(directory, cls.encoder_parameters(config))
         try:
             model = cls(config)
         except InputError as err:  # a config that builds no model here: name the directory it came from
@@ -546,11 +570,36 @@ class Swinv2PreTrainedModel(nn.Module):
         return (model, info) if output_loading_info else model
 
 
-def _check_weights_cover_config(directory: Path, config: Swinv2Config) -> None:
+class Swinv2PreTrainedModel(PreTrainedModel):
+    """Base of the Swin V2 models (`swinv2.` prefix in heads; `classifier.` and `decoder.` heads)."""
+
+    config_class: type[Swinv2Config] = Swinv2Config
+    config: Swinv2Config
+    size_head: Head = "none"  # the head `model_size` counts for this class
+    base_model_prefix = "swinv2"
+    head_modules = HEAD_MODULES
+
+    def __init__(self, config: Swinv2Config) -> None:
+        super().__init__(config)
+
+    @classmethod
+    def config_size(cls, config: Swinv2Config) -> ModelSize:
+        return model_size(config, cls.size_head)
+
+    @classmethod
+    def encoder_parameters(cls, config: Swinv2Config) -> int:
+        return model_size(config, "none").parameters
+
+    @staticmethod
+    def is_encoder_key(key: str) -> bool:
+        return is_transformers_encoder_key(key)
+
+
+def _check_weights_cover_config(directory: Path, encoder_parameters: int) -> None:
     """Refuse a config.json that describes far more parameters than the directory's weight files can hold
     (at 16 bits each, the smallest dtype saved), before a model of that size is built."""
     stored = weight_file_bytes(directory)
-    needed = 2 * model_size(config, "none").parameters  # a missing head may be initialised fresh
+    needed = 2 * encoder_parameters  # a missing head may be initialised fresh
     if stored is not None and needed > stored + 2**20:
         raise CheckpointError(
             f"'{directory / CONFIG_NAME}' describes {needed // 2:,} encoder parameters, but the weight files "

@@ -156,3 +156,30 @@ class BackboneOutput(_ModelOutput):
     feature_maps: Tensors
     hidden_states: Tensors | None = None
     attentions: Tensors | None = None
+
+
+@dataclass
+class Swin2SRModelOutput(_ModelOutput):
+    """Output of `Swin2SRModel` (transformers returns a `BaseModelOutput` with these fields).
+
+    Attributes:
+        last_hidden_state: (B, C, H, W) deep features plus the shallow ones, for the input's own H, W.
+        hidden_states: the embedding and each residual stage's output, (B, Hp*Wp, C) tokens of the grid
+            padded to whole windows.
+        attentions: per stage, the last block's (B*nW, nH, N, N) attention probabilities.
+    """
+
+    last_hidden_state: torch.Tensor
+    hidden_states: Tensors | None = None
+    attentions: Tensors | None = None
+
+
+@dataclass
+class Swin2SRImageSuperResolutionOutput(_ModelOutput):
+    """Output of `Swin2SRForImageSuperResolution` (transformers' `ImageSuperResolutionOutput` fields):
+    `reconstruction` (B, C_out, H*upscale, W*upscale), and `loss` when labels are given."""
+
+    loss: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None
+    hidden_states: Tensors | None = None
+    attentions: Tensors | None = None

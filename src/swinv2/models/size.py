@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from swinv2.config import Swinv2Config
-from swinv2.layers.windows import clamp_window
+from swinv2.config import Swin2SRConfig, Swinv2Config
+from swinv2.layers.windows import clamp_window, padded_grid
 
 Head = Literal["none", "classifier", "decoder"]
+SRHead = Literal["none", "upsampler"]  # Swin2SRModel, or Swin2SRForImageSuperResolution with `config.upsampler`
+SR_FEATURES = 64  # channels of the Swin2SR upsamplers (transformers' and the paper's)
 CPB_HIDDEN = 512  # the continuous position bias MLP's hidden width (the paper's)
 FLOAT_BYTES = 4  # models are built in fp32
 INDEX_BYTES = 8  # int64 relative-position indices
@@ -91,4 +93,68 @@ def model_size(
     elif head == "decoder":
         out = config.encoder_stride**2 * config.num_channels
         parameters += hidden * out + out
+    return ModelSize(parameters, FLOAT_BYTES * parameters, activations)
+
+
+def _conv3(cin: int, cout: int) -> int:
+    """Parameters of a 3x3 convolution with bias."""
+    return cin * cout * 9 + cout
+
+
+def _pixel_shuffle_upsample(features: int, scale: int) -> int:
+    """Parameters of the 2x-steps (or one 3x) convolution + pixel shuffle upsampling of Swin2SR."""
+    if scale & (scale - 1) == 0:
+        return (scale.bit_length() - 1) * _conv3(features, 4 * features)
+    return _conv3(features, 9 * features)
+
+
+def swin2sr_size(config: Swin2SRConfig, head: SRHead = "upsampler") -> ModelSize:
+    """Parameters and memory of a Swin2SR model built from `config`.
+
+    Args:
+        config: The configuration.
+        head: "upsampler" (`Swin2SRForImageSuperResolution` with `config.upsampler`) or "none"
+            (`Swin2SRModel`).
+
+    Returns:
+        A `ModelSize`; the parameter count is exact, the activation memory an estimate that errs large
+        (a forward of one image at `config.image_size`, upsampled output included).
+    """
+    C, F = config.embed_dim, SR_FEATURES
+    c_in, c_out = config.num_channels, config.num_channels_out or config.num_channels
+    height, width = padded_grid(config.image_hw, config.window_size)  # inputs are padded to whole windows
+    window, _ = clamp_window(config.image_hw[0], config.window_size, config.window_size // 2)
+    tokens = _ceil_to(height, window) * _ceil_to(width, window)
+    if config.resi_connection == "1conv":
+        residual = _conv3(C, C)
+    else:
+        quarter = C // 4
+        residual = _conv3(C, quarter) + quarter * quarter + quarter + _conv3(quarter, C)
+    parameters = _conv3(c_in, C) + (C * C + C) + 2 * C  # first convolution, patch projection (1x1) and norm
+    activations = 0
+    per_window = window * window
+    for depth, heads in zip(config.depths, config.num_heads, strict=True):
+        parameters += depth * block_parameters(C, heads, config.mlp_ratio, config.qkv_bias)
+        parameters += residual + C * C + C  # the stage's closing convolution(s) and 1x1 re-embedding
+        tables = per_window * per_window * (INDEX_BYTES + FLOAT_BYTES * (heads + 1))
+        scores = FLOAT_BYTES * heads * tokens * per_window
+        mlp_tokens = FLOAT_BYTES * tokens * int(C * config.mlp_ratio)
+        stage = depth * tables + scores + mlp_tokens + FLOAT_BYTES * ACTIVATION_COPIES * tokens * C
+        activations = max(activations, stage)
+    parameters += 2 * C + _conv3(C, C)  # final norm, convolution after the body
+    scale, upsampler = config.upscale, config.upsampler
+    if head == "upsampler":
+        if upsampler == "pixelshuffle":
+            parameters += _conv3(C, F) + _pixel_shuffle_upsample(F, scale) + _conv3(F, c_out)
+        elif upsampler == "pixelshuffle_aux":
+            parameters += _conv3(c_in, F) + _conv3(C, F) + _conv3(F, c_in) + _conv3(c_in, F)
+            parameters += _pixel_shuffle_upsample(F, scale) + _conv3(F, c_out)
+        elif upsampler == "pixelshuffledirect":
+            parameters += _conv3(C, scale * scale * c_out)
+        elif upsampler == "nearest+conv":
+            parameters += _conv3(C, F) + 3 * _conv3(F, F) + _conv3(F, c_out)
+        else:
+            parameters += _conv3(C, c_out)
+        upsampled = FLOAT_BYTES * height * width * scale * scale * (4 * F + c_in + c_out)  # a few F-wide maps
+        activations = max(activations, upsampled + FLOAT_BYTES * ACTIVATION_COPIES * height * width * F)
     return ModelSize(parameters, FLOAT_BYTES * parameters, activations)

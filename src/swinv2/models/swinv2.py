@@ -23,7 +23,7 @@ Public inputs are NCHW (B, C, H, W); inside, tokens are channels-last: (B, L, C)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from swinv2.config import Swinv2Config
+from swinv2.config import Swin2SRConfig, Swinv2Config
 from swinv2.io.errors import ConfigError
 from swinv2.layers.activations import activation
 from swinv2.layers.drop import DropPath
@@ -332,7 +332,8 @@ class BlockOptions:
     implementation: str = "auto"  # the registered backend (`swinv2.models.registry`)
 
     @classmethod
-    def from_config(cls, config: Swinv2Config) -> BlockOptions:
+    def from_config(cls, config: Swinv2Config | Swin2SRConfig) -> BlockOptions:
+        """The block options of either config (their block fields have the same names)."""
         return cls(
             mlp_ratio=config.mlp_ratio,
             qkv_bias=config.qkv_bias,
@@ -446,6 +447,32 @@ class Swinv2PatchMerging(nn.Module):
         return self.norm(self.reduction(x)), new_grid
 
 
+def run_blocks(
+    blocks: Iterable[nn.Module],
+    x: torch.Tensor,
+    layout: GridWindows,
+    need_weights: bool,
+    checkpoint_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run `Swinv2Block`s in turn on tokens (B, L, C) of `layout.grid`: what every stage of windowed
+    blocks does (a Swin V2 stage, a Swin2SR residual stage).
+
+    Args:
+        checkpoint_kwargs: Recompute each block's activations in the backward pass
+            (`torch.utils.checkpoint` with these arguments) when gradients are enabled; None: store them.
+
+    Returns:
+        (B, L, C) and, if asked, the last block's attention probabilities (B*nW, nH, N, N).
+    """
+    probs = None
+    for block in blocks:
+        if checkpoint_kwargs is not None and torch.is_grad_enabled():
+            x, probs = checkpoint(block, x, layout, need_weights, **checkpoint_kwargs)
+        else:
+            x, probs = block(x, layout, need_weights)
+    return x, probs
+
+
 class Swinv2Stage(nn.Module):
     """Blocks alternating plain and shifted windows on one `WindowLayout`, then (optionally) patch merging.
 
@@ -489,12 +516,8 @@ class Swinv2Stage(nn.Module):
             transformers reports per stage.
         """
         layout = self.windows.for_grid(grid, x.device)
-        probs = None
-        for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = checkpoint(block, x, layout, need_weights, **self.checkpoint_kwargs)
-            else:
-                x, probs = block(x, layout, need_weights)
+        checkpointing = self.gradient_checkpointing and self.training
+        x, probs = run_blocks(self.blocks, x, layout, need_weights, self.checkpoint_kwargs if checkpointing else None)
         if self.downsample is None:
             return x, x, grid, probs
         merged, merged_grid = self.downsample(x, grid)

@@ -313,7 +313,7 @@ def test_to_json_defaults_to_the_diff(tmp_path):
 
 
 def test_to_json_file_uses_atomic_write(tmp_path, monkeypatch):
-    import swinv2.config as module
+    import swinv2.config.common as module
 
     written: list[Any] = []
     monkeypatch.setattr(module, "atomic_write_text", lambda path, text: written.append((path, text)))
