@@ -12,7 +12,7 @@ from swinv2.io.checkpoints import CheckpointError, LoadReport
 from swinv2.io.errors import ConfigError, InputError, LimitError
 from swinv2.io.layouts import detect_layout
 from swinv2.io.limits import memory_limit, set_memory_limit
-from swinv2.loading import load_checkpoint, save_timm
+from swinv2.loading import load_checkpoint, save_swin2sr_original, save_timm
 from swinv2.models import (
     BackboneOutput,
     Swin2SRForImageSuperResolution,
@@ -68,6 +68,7 @@ __all__ = [
     "load_checkpoint",
     "memory_limit",
     "rewindow",
+    "save_swin2sr_original",
     "save_timm",
     "set_memory_limit",
 ]

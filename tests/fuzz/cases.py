@@ -572,7 +572,8 @@ class Builder:
         from swinv2 import Swinv2ForImageClassification, load_checkpoint
         from swinv2.io.checkpoints import read_state_dict
 
-        seed = rng.choice(["timm.pth", "timm.bin", "microsoft.pth", "simmim.pth", "transformers.bin", "model_bin"])
+        seeds = ["timm.pth", "timm.bin", "microsoft.pth", "simmim.pth", "transformers.bin", "model_bin"]
+        seed = rng.choice([*seeds, "swin2sr_original.pth", "swin2sr_original.pth"])  # the release: 1 in 4
         config = self._copy("config.json", directory)
         if seed == "simmim.pth" and rng.random() < 0.9:  # SimMIM needs encoder_stride = the encoder's stride
             config.write_text(json.dumps({**json.loads(config.read_text()), "encoder_stride": 8}))
@@ -584,7 +585,8 @@ class Builder:
         roll = rng.random()
         if roll < 0.75:
             data = torch.load(target, weights_only=True)
-            wrap = next((w for w in ("model", "state_dict") if isinstance(data, dict) and w in data), None)
+            wrappers = ("model", "state_dict", "params_ema", "params")
+            wrap = next((w for w in wrappers if isinstance(data, dict) and w in data), None)
             state, mutation = mutate_state(rng, data[wrap] if wrap else data, exotic=True)
             _save_state(state, target, wrap)
         elif roll < 0.8:
@@ -598,6 +600,9 @@ class Builder:
                 Swinv2ForImageClassification.from_pretrained(model)
             )
             entries["load_checkpoint(dir)"] = lambda: load_checkpoint(model)
+        elif seed == "swin2sr_original.pth":  # no config: it is read from the tensors
+            entries["load_checkpoint(file)"] = lambda: load_checkpoint(target)
+            entries["load_checkpoint(file) "] = entries["load_checkpoint(file)"]  # twice the odds
         else:
             entries["load_checkpoint(file, config=)"] = lambda: load_checkpoint(target, config=config)
             entries["load_checkpoint(file, config=) "] = entries["load_checkpoint(file, config=)"]  # twice the odds

@@ -51,6 +51,8 @@ def build_seeds(root: Path) -> Path:
         timm.pth, timm.bin, timm.safetensors   save_timm
         microsoft.pth     {"model": to_microsoft(model)} as the official release wraps it
         simmim.pth        {"model": encoder under "encoder." + decoder}, a SimMIM pre-training file
+        swin2sr_original.pth   {"params_ema": save_swin2sr_original's tensors}: the Swin2SR release layout
+                          (3conv stages, 2x pixel shuffle, with its derived buffers) as BasicSR wraps it
         transformers.bin  the classifier's state dict via torch.save
         image.<ext>       a 40x30 RGB image in each container format
     """
@@ -62,10 +64,11 @@ def build_seeds(root: Path) -> Path:
         Swinv2ImageProcessor,
     )
     from swinv2.io.keymaps import transformers_encoder_to_official
-    from swinv2.loading import save_timm, to_microsoft
+    from swinv2.loading import save_swin2sr_original, save_timm, to_microsoft
 
     root = Path(root)
-    if (root / ".complete").exists() and (root / "model_sr").is_dir():  # older seed sets lack model_sr: rebuilt
+    newest = (root / "model_sr", root / "swin2sr_original.pth")  # older seed sets lack these: rebuilt
+    if (root / ".complete").exists() and all(p.exists() for p in newest):
         return root
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -78,6 +81,8 @@ def build_seeds(root: Path) -> Path:
     model.save_pretrained(root / "model_bin", safe_serialization=False, image_processor=processor)
     sr_config = Swin2SRConfig(**SR_TINY, drop_path_rate=0.0)
     _perturbed(Swin2SRForImageSuperResolution(sr_config)).save_pretrained(root / "model_sr")
+    release = _perturbed(Swin2SRForImageSuperResolution(sr_config.replace(resi_connection="3conv")))
+    save_swin2sr_original(release, root / "swin2sr_original.pth", wrapper="params_ema")
     model.save_pretrained(root / "sharded", max_shard_size=20_000, image_processor=processor)
     tiny_config().to_json_file(root / "config.json")
     for name in ("timm.pth", "timm.bin", "timm.safetensors"):

@@ -31,7 +31,10 @@ SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
-_WRAPPER_KEYS = ("model", "state_dict", "model_ema")
+#: Keys a training checkpoint keeps its weights under, tried in this order: the first that holds a mapping wins.
+#: BasicSR (the Swin2SR and SwinIR trainers) writes "params" and, for EMA runs, "params_ema" beside it; the
+#: EMA weights are the ones those releases evaluate, so they come first.
+_WRAPPER_KEYS = ("model", "state_dict", "model_ema", "params_ema", "params")
 
 
 #: Keys of each kind a load error names in its message (the error's `report` holds all of them).
@@ -202,8 +205,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read tensors from a weight file, or from a model directory's weight file(s).
 
     A directory is searched for `model.safetensors`, then a sharded `model.safetensors.index.json`,
-    then `pytorch_model.bin`. A shard index may only name weight files in its own directory, and no
-    tensor twice.
+    then `pytorch_model.bin`. A pickled training checkpoint may keep its tensors under one key: `model`,
+    `state_dict`, `model_ema`, or BasicSR's `params_ema` / `params` (the Swin2SR release's trainer); when a
+    file has both of the latter, `params_ema` (the weights such releases evaluate) is read. A shard index
+    may only name weight files in its own directory, and no tensor twice.
 
     Raises:
         FileNotFoundError: nothing to read at `path`.

@@ -30,12 +30,30 @@ import torch
 from swinv2.io.checkpoints import CheckpointError
 
 TRANSFORMERS, TIMM, MICROSOFT, MICROSOFT_SIMMIM = "transformers", "timm", "microsoft", "microsoft-simmim"
-LAYOUTS = (TRANSFORMERS, TIMM, MICROSOFT, MICROSOFT_SIMMIM)
+#: The original Swin2SR release (super-resolution; its table is `swinv2.io.swin2sr_keys`).
+SWIN2SR_ORIGINAL = "swin2sr-original"
+LAYOUTS = (TRANSFORMERS, TIMM, MICROSOFT, MICROSOFT_SIMMIM, SWIN2SR_ORIGINAL)
 
 _PLACEHOLDERS = {"i": r"\d+", "j": r"\d+", "k": r"\d+", "p": r"weight|bias", "m": r"reduction|norm"}
 
 _BLOCK_HF = "encoder.layers.{i}.blocks.{j}."
 _BLOCK_OFFICIAL = "layers.{i}.blocks.{j}."
+
+#: (transformers, official) names inside one Swin V2 block but the fused q/k/v weight; shared by every
+#: layout built of these blocks (Swin2SR's release too, `swinv2.io.swin2sr_keys`).
+BLOCK_NAME_PAIRS: tuple[tuple[str, str], ...] = (
+    ("attention.self.logit_scale", "attn.logit_scale"),
+    ("attention.self.continuous_position_bias_mlp.{k}.{p}", "attn.cpb_mlp.{k}.{p}"),
+    ("attention.self.query.bias", "attn.q_bias"),
+    ("attention.self.value.bias", "attn.v_bias"),
+    ("attention.output.dense.{p}", "attn.proj.{p}"),
+    ("layernorm_before.{p}", "norm1.{p}"),
+    ("intermediate.dense.{p}", "mlp.fc1.{p}"),
+    ("output.dense.{p}", "mlp.fc2.{p}"),
+    ("layernorm_after.{p}", "norm2.{p}"),
+)
+#: (transformers, official) name of a block's q/k/v projection weights: three in transformers, one fused.
+BLOCK_QKV_PAIR = ("attention.self.{part}.weight", "attn.qkv.weight")
 
 #: (transformers template, official template) for every encoder tensor but the fused q/k/v weight.
 ENCODER_NAME_PAIRS: tuple[tuple[str, str], ...] = (
@@ -43,23 +61,15 @@ ENCODER_NAME_PAIRS: tuple[tuple[str, str], ...] = (
     ("embeddings.norm.{p}", "patch_embed.norm.{p}"),
     ("embeddings.mask_token", "mask_token"),
     ("embeddings.position_embeddings", "absolute_pos_embed"),
-    (_BLOCK_HF + "attention.self.logit_scale", _BLOCK_OFFICIAL + "attn.logit_scale"),
-    (_BLOCK_HF + "attention.self.continuous_position_bias_mlp.{k}.{p}", _BLOCK_OFFICIAL + "attn.cpb_mlp.{k}.{p}"),
-    (_BLOCK_HF + "attention.self.query.bias", _BLOCK_OFFICIAL + "attn.q_bias"),
-    (_BLOCK_HF + "attention.self.value.bias", _BLOCK_OFFICIAL + "attn.v_bias"),
-    (_BLOCK_HF + "attention.output.dense.{p}", _BLOCK_OFFICIAL + "attn.proj.{p}"),
-    (_BLOCK_HF + "layernorm_before.{p}", _BLOCK_OFFICIAL + "norm1.{p}"),
-    (_BLOCK_HF + "intermediate.dense.{p}", _BLOCK_OFFICIAL + "mlp.fc1.{p}"),
-    (_BLOCK_HF + "output.dense.{p}", _BLOCK_OFFICIAL + "mlp.fc2.{p}"),
-    (_BLOCK_HF + "layernorm_after.{p}", _BLOCK_OFFICIAL + "norm2.{p}"),
+    *((_BLOCK_HF + hf, _BLOCK_OFFICIAL + official) for hf, official in BLOCK_NAME_PAIRS),
     ("encoder.layers.{i}.downsample.{m}.{p}", "layers.{i}.downsample.{m}.{p}"),
     ("layernorm.{p}", "norm.{p}"),
 )
 
 #: transformers' three projection weights, in the row order of the official fused `qkv.weight`.
 QKV_PARTS = ("query", "key", "value")
-_QKV_HF = _BLOCK_HF + "attention.self.{part}.weight"
-_QKV_OFFICIAL = _BLOCK_OFFICIAL + "attn.qkv.weight"
+_QKV_HF = _BLOCK_HF + BLOCK_QKV_PAIR[0]
+_QKV_OFFICIAL = _BLOCK_OFFICIAL + BLOCK_QKV_PAIR[1]
 _POS_EMBED_HF = "embeddings.position_embeddings"
 
 HEAD_PREFIX = "swinv2."  # where transformers' head models keep the encoder
@@ -71,21 +81,25 @@ _DERIVED = re.compile(r"\.(relative_position_index|relative_coords_table|attn_ma
 _DOWNSAMPLE = re.compile(r"^layers\.(?P<i>\d+)\.downsample\.(?P<rest>.+)$")
 
 
-def _compile(template: str) -> re.Pattern[str]:
+def compile_template(template: str) -> re.Pattern[str]:
+    """An anchored regular expression for `template`, each placeholder (`{i}`, `{p}`, `{part}`, ...) a named group."""
     pattern = re.escape(template)
     for name, regex in _PLACEHOLDERS.items():
         pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{regex})")
     return re.compile(pattern.replace(re.escape("{part}"), "(?P<part>query|key|value)") + "$")
 
 
-_Rules = list[tuple[re.Pattern[str], str]]
-_OFFICIAL_TO_HF: _Rules = [(_compile(official), hf) for hf, official in ENCODER_NAME_PAIRS]
-_HF_TO_OFFICIAL: _Rules = [(_compile(hf), official) for hf, official in ENCODER_NAME_PAIRS]
-_QKV_HF_RE = _compile(_QKV_HF)
-_QKV_OFFICIAL_RE = _compile(_QKV_OFFICIAL)
+_OFFICIAL_TO_HF: Rules = [(compile_template(official), hf) for hf, official in ENCODER_NAME_PAIRS]
+_HF_TO_OFFICIAL: Rules = [(compile_template(hf), official) for hf, official in ENCODER_NAME_PAIRS]
+_QKV_HF_RE = compile_template(_QKV_HF)
+_QKV_OFFICIAL_RE = compile_template(_QKV_OFFICIAL)
 
 
-def _rename(key: str, rules: _Rules) -> str | None:
+Rules = list[tuple[re.Pattern[str], str]]
+
+
+def rename(key: str, rules: Rules) -> str | None:
+    """`key` renamed by the one rule whose pattern matches it (the rules are anchored), or None."""
     for pattern, template in rules:
         match = pattern.match(key)
         if match:
@@ -104,6 +118,30 @@ class Converted:
 
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     unmatched: list[str] = field(default_factory=list)
+
+
+def split_qkv(key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A fused q/k/v weight (3C, C) named `key` as transformers' {"query", "key", "value"} weights (C, C) each.
+
+    Raises:
+        CheckpointError: the first dimension is not three equal parts.
+    """
+    if tensor.ndim == 0 or tensor.shape[0] % 3:
+        raise CheckpointError(
+            f"tensor {key!r} has shape {list(tensor.shape)}; a fused q/k/v projection stacks three "
+            "equal parts along its first dimension"
+        )
+    return {part: chunk.contiguous() for part, chunk in zip(QKV_PARTS, tensor.chunk(3, dim=0), strict=True)}  # (C, C)
+
+
+def fuse_qkv(parts: Mapping[str, Mapping[str, tuple[str, torch.Tensor]]], out: Converted) -> None:
+    """Concatenate each fused name's {part: (transformers key, weight)} into `out` (rows q, k, v); a group that
+    lacks a part goes to `out.unmatched` under its transformers names."""
+    for fused, found in parts.items():
+        if set(found) != set(QKV_PARTS):
+            out.unmatched.extend(key for key, _ in found.values())  # a projection without its siblings
+            continue
+        out.tensors[fused] = torch.cat([found[p][1] for p in QKV_PARTS], dim=0)  # (3C, C)
 
 
 def _merge_stage_shift(key: str, shift: int) -> str:
@@ -126,15 +164,10 @@ def official_encoder_to_transformers(state: Mapping[str, torch.Tensor], merge_sh
         key = _merge_stage_shift(key, merge_shift)
         fused = _QKV_OFFICIAL_RE.match(key)
         if fused:
-            if tensor.ndim == 0 or tensor.shape[0] % 3:
-                raise CheckpointError(
-                    f"tensor {key!r} has shape {list(tensor.shape)}; a fused q/k/v projection stacks three "
-                    "equal parts along its first dimension"
-                )
-            for part, chunk in zip(QKV_PARTS, tensor.chunk(3, dim=0), strict=True):
-                out.tensors[_QKV_HF.format(part=part, **fused.groupdict())] = chunk.contiguous()  # (C, C)
+            for part, chunk in split_qkv(key, tensor).items():
+                out.tensors[_QKV_HF.format(part=part, **fused.groupdict())] = chunk
             continue
-        name = _rename(key, _OFFICIAL_TO_HF)
+        name = rename(key, _OFFICIAL_TO_HF)
         if name is None:
             out.unmatched.append(key)
             continue
@@ -158,18 +191,14 @@ def transformers_encoder_to_official(state: Mapping[str, torch.Tensor], merge_sh
             groups = {k: v for k, v in projection.groupdict().items() if k != "part"}
             parts.setdefault(_QKV_OFFICIAL.format(**groups), {})[projection["part"]] = (key, tensor)
             continue
-        name = _rename(key, _HF_TO_OFFICIAL)
+        name = rename(key, _HF_TO_OFFICIAL)
         if name is None:
             out.unmatched.append(key)
             continue
         if key == _POS_EMBED_HF:
             tensor = tensor[:, 1:]  # (1, L, C)
         out.tensors[_merge_stage_shift(name, -merge_shift)] = tensor
-    for fused, found in parts.items():
-        if set(found) != set(QKV_PARTS):
-            out.unmatched.extend(key for key, _ in found.values())  # a projection without its siblings
-            continue
-        out.tensors[fused] = torch.cat([found[p][1] for p in QKV_PARTS], dim=0)  # (3C, C)
+    fuse_qkv(parts, out)
     return out
 
 
@@ -186,10 +215,20 @@ def to_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Converted
     """A checkpoint of `layout` under transformers' names.
 
     timm and Microsoft classifiers become `Swinv2ForImageClassification` names (`swinv2.` + encoder,
-    `classifier`), Microsoft's SimMIM `Swinv2ForMaskedImageModeling` names; transformers' pass as they are.
+    `classifier`), Microsoft's SimMIM `Swinv2ForMaskedImageModeling` names, the original Swin2SR release
+    `Swin2SRForImageSuperResolution` names (its head read from the tensors); transformers' pass as they are.
+
+    Raises:
+        CheckpointError: a tensor the conversion reshapes, or a Swin2SR head, has an unexpected shape.
     """
     if layout == TRANSFORMERS:
         return Converted(dict(state))
+    if layout == SWIN2SR_ORIGINAL:
+        # imported here: swin2sr_keys builds on this module's tables
+        from swinv2.io.swin2sr_keys import infer_original_fields, original_to_transformers
+
+        fields = infer_original_fields(state)
+        return original_to_transformers(state, fields["upsampler"], fields["upscale"])
     if layout == MICROSOFT_SIMMIM:
         encoder, rest = _split_prefix(state, _SIMMIM_ENCODER)
         head: dict[str, torch.Tensor] = {k: v for k, v in rest.items() if not _DERIVED.search(k)}
@@ -206,7 +245,10 @@ def to_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Converted
 
 
 def from_transformers(state: Mapping[str, torch.Tensor], layout: str) -> Converted:
-    """An image classifier's transformers-named tensors under `layout`'s names (timm or Microsoft)."""
+    """An image classifier's transformers-named tensors under `layout`'s names (timm or Microsoft).
+
+    (A Swin2SR model's names depend on its config: `swinv2.io.swin2sr_keys.transformers_to_original`.)
+    """
     if layout not in _HEADS:
         raise ValueError(f"only classifiers convert to a {', '.join(_HEADS)} layout; got {layout!r}")
     encoder, rest = _split_prefix(state, HEAD_PREFIX)
