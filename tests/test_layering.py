@@ -1,8 +1,8 @@
 """The package's tiers import downwards only.
 
-Tiers, lowest first: io, config, layers, models, backends, app (zoo, rewindow, preprocess, pipeline,
-loading), train, cli. A module may import its own tier and the tiers below it; the package root
-`swinv2/__init__.py` may import anything (and so sits above every tier: importing it from a tier is
+Tiers, lowest first: io, config, layers, models, backends, app (zoo, rewindow, preprocess, superres,
+pipeline, loading, export, runtime), train, cli. A module may import its own tier and the tiers below
+it; the package root `swinv2/__init__.py` may import anything (and so sits above every tier: importing it from a tier is
 importing everything). Every import counts, at module level or inside a function or class, including
 `importlib.import_module("swinv2...")` with a literal name; imports under `if TYPE_CHECKING:` are
 annotations only and are allowed anywhere.
@@ -29,7 +29,7 @@ TIERS: list[tuple[str, frozenset[str]]] = [  # (tier, the first name after `swin
     ("layers", frozenset({"layers"})),
     ("models", frozenset({"models"})),
     ("backends", frozenset({"backends"})),
-    ("app", frozenset({"zoo", "rewindow", "preprocess", "pipeline", "loading"})),
+    ("app", frozenset({"zoo", "rewindow", "preprocess", "superres", "pipeline", "loading", "export", "runtime"})),
     ("train", frozenset({"train"})),
     ("cli", frozenset({"cli", "__main__"})),  # `python -m swinv2` is the command line
 ]

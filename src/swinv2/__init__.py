@@ -31,6 +31,7 @@ from swinv2.models import (
 )
 from swinv2.preprocess import ImageError, Swinv2ImageProcessor
 from swinv2.rewindow import rewindow
+from swinv2.superres import Swin2SRImageProcessor
 from swinv2.zoo import Variant, get_variant, list_variants
 
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "LoadReport",
     "Swin2SRConfig",
     "Swin2SRForImageSuperResolution",
+    "Swin2SRImageProcessor",
     "Swin2SRImageSuperResolutionOutput",
     "Swin2SRModel",
     "Swin2SRModelOutput",

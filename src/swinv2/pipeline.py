@@ -1,4 +1,5 @@
-"""Pipelines: classify images and extract features with any Swin V2 model, batched.
+"""Pipelines: classify images and extract features with any Swin V2 model, and upscale images with a
+Swin2SR model, batched.
 
 A model is given as a model object, a transformers-format directory, a Hub id, or a named variant
 (random weights, only when `random_weights=True` says so: no weights ship with the library).
@@ -7,11 +8,13 @@ A model is given as a model object, a transformers-format directory, a Hub id, o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, cast
 
 import torch
+from PIL import Image
 
 from swinv2.config import Swinv2Config
 from swinv2.loading import resolve_model_source
@@ -157,3 +160,91 @@ def extract_features(
                 for name in names:
                     collected[name].append(maps[encoder.config.stage_names.index(name)].float().cpu())
     return {key: torch.cat(parts) for key, parts in collected.items()}
+
+
+# ------------------------------------------------------------------------------ super-resolution
+def load_sr_model(model: Any, device: str | torch.device | None = None) -> Any:
+    """A Swin2SR model (eval mode) from a model object, a transformers-format directory, a Hub id, or a
+    weight file `load_checkpoint` reads (the original release's .pth files included)."""
+    from swinv2.loading import load_checkpoint
+    from swinv2.models import Swin2SRForImageSuperResolution
+
+    if not isinstance(model, torch.nn.Module) and Path(model).is_file():
+        model = load_checkpoint(model)
+    if isinstance(model, Swin2SRForImageSuperResolution):
+        return model.eval().to(device) if device else model.eval()
+    if isinstance(model, torch.nn.Module):
+        raise TypeError(f"upscaling needs a Swin2SRForImageSuperResolution; got a {type(model).__name__}")
+    loaded = cast(Swin2SRForImageSuperResolution, Swin2SRForImageSuperResolution.from_pretrained(model, device=device))
+    return loaded.eval()
+
+
+def _same_size_runs(images: Sequence[Any], batch_size: int) -> Iterator[list[int]]:
+    """Indices of consecutive images of one size, at most `batch_size` at a time."""
+    run: list[int] = []
+    for index, image in enumerate(images):
+        if run and (len(run) == batch_size or images[run[0]].rgb.shape != image.rgb.shape):
+            yield run
+            run = []
+        run.append(index)
+    if run:
+        yield run
+
+
+def upscale(
+    images: ImageInput | Sequence[ImageInput],
+    model: Any,
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    batch_size: int = 1,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> list[Image.Image]:
+    """Super-resolve images with a Swin2SR model: PIL images `config.upscale` times larger.
+
+    Images may be paths, PIL images, arrays or tensors of any size. Alpha is upscaled apart from the
+    colour (bicubic) and put back; greyscale stays greyscale, 16-bit greyscale stays 16-bit. `tile`
+    (pixels) runs the model tile by tile with `overlap` (see `swinv2.superres`), for images larger than
+    memory allows; images of one size are batched `batch_size` at a time. `dtype` (bfloat16, float16)
+    runs under autocast.
+
+    Example:
+        >>> upscale(["photo.png"], "path/to/swin2sr", tile=256)[0].save("photo_x2.png")
+    """
+    from swinv2.superres import Tiling, read_image, to_pil, upscale_alpha, upscale_pixels
+
+    net = load_sr_model(model, device)
+    config = net.config
+    scale = config.upscale if config.upsampler else 1
+    inputs = image_list(images)
+    loaded = [
+        read_image(image, f"'{image}'" if isinstance(image, (str, os.PathLike)) else f"image {i}")
+        for i, image in enumerate(inputs)
+    ]
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), _autocast(pixels.device, dtype):
+            return net(pixels).reconstruction
+
+    results: list[Image.Image | None] = [None] * len(loaded)
+    for indices in _same_size_runs(loaded, batch_size):
+        pixels = torch.stack([loaded[i].rgb for i in indices])  # (b, 3, H, W)
+        if config.num_channels == 1:
+            pixels = pixels.mean(1, keepdim=True)
+        out = upscale_pixels(
+            run,
+            pixels,
+            scale=scale,
+            window=config.window_size,
+            tiling=Tiling(tile, overlap) if tile else None,
+            device=net.device,
+            on_tile=on_tile,
+        )
+        for row, index in enumerate(indices):
+            source = loaded[index]
+            colour = out[row] if out.shape[1] == 3 else out[row].expand(3, -1, -1)
+            alpha = None if source.alpha is None else upscale_alpha(source.alpha, scale)
+            results[index] = to_pil(colour, alpha, source.bits, source.grey)
+    return [r for r in results if r is not None]

@@ -111,12 +111,9 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _as_chw_tensor(image: ImageInput, name: str) -> torch.Tensor:
-    """Any accepted input as a (3, H, W) tensor, uint8 for 8-bit sources, float otherwise."""
-    if isinstance(image, (str, os.PathLike)):
-        image = open_image(image)
-    if isinstance(image, Image.Image):
-        return torch.from_numpy(_pil_to_rgb(image).copy()).permute(2, 0, 1)
+def array_as_chw(image: np.ndarray | torch.Tensor | Any, name: str) -> torch.Tensor:
+    """An array (H, W) / (H, W, C) or a tensor (H, W) / (C, H, W), C in 1, 3, 4, as a (C, H, W) tensor of
+    its own dtype; anything else is an `ImageError` naming `name`."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
             raise ImageError(
@@ -134,6 +131,16 @@ def _as_chw_tensor(image: ImageInput, name: str) -> torch.Tensor:
         raise ImageError(
             f"cannot use {name}: expected a path, PIL image, numpy array or tensor; got {type(image).__name__}"
         )
+    return tensor
+
+
+def _as_chw_tensor(image: ImageInput, name: str) -> torch.Tensor:
+    """Any accepted input as a (3, H, W) tensor, uint8 for 8-bit sources, float otherwise."""
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image)
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(_pil_to_rgb(image).copy()).permute(2, 0, 1)
+    tensor = array_as_chw(image, name)
     if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
         raise ImageError(f"cannot use {name}: pixel type must be uint8 or floating point in [0, 1]; got {tensor.dtype}")
     if min(tensor.shape[-2:]) == 0:

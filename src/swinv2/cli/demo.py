@@ -35,7 +35,7 @@ from swinv2.models import Swinv2ForImageClassification
 from swinv2.pipeline import classify
 from swinv2.preprocess import Swinv2ImageProcessor
 from swinv2.train.data import digits_arrays
-from swinv2.train.metrics import CURVES_FILE, METRICS_FILE
+from swinv2.train.metrics import CURVES_FILE, METRICS_FILE, Evaluation
 from swinv2.train.trainer import EpochEnd, TrainConfig, train
 
 IMAGE_SIZE = 32
@@ -115,7 +115,7 @@ def _epoch_line(epochs: int) -> Callable[[EpochEnd], None]:
     from tqdm import tqdm
 
     def show(end: EpochEnd) -> None:
-        accuracy = "" if end.evaluation is None else f", held-out accuracy {end.evaluation.top1:.2%}"
+        accuracy = f", held-out accuracy {end.evaluation.top1:.2%}" if isinstance(end.evaluation, Evaluation) else ""
         tqdm.write(
             f"epoch {end.epoch + 1:2d}/{epochs}: training loss {end.training_loss:.3f}{accuracy}", file=sys.stderr
         )
@@ -243,7 +243,7 @@ def run_demo(
         confusion[t, p] += 1
     sheet = out / SHEET_FILE
     _sheet_png(held_images, truth, predicted, sheet)
-    trainer_accuracy = math.nan if trained.evaluation is None else trained.evaluation.top1
+    trainer_accuracy = trained.evaluation.top1 if isinstance(trained.evaluation, Evaluation) else math.nan
     return DemoResult(
         accuracy, time.perf_counter() - started, model_dir, sheet, curves, metrics, confusion, trainer_accuracy
     )

@@ -58,6 +58,7 @@ def train_command(args: argparse.Namespace) -> str:
         cutmix=getattr(args, "cutmix", 0.0),
         mask_ratio=getattr(args, "mask_ratio", 0.6),
         mask_patch_size=getattr(args, "mask_patch_size", None),
+        crop=getattr(args, "crop", 48),
         drop_path=args.drop_path,
         grad_clip=args.grad_clip,
         accumulate=args.accumulate,
@@ -187,6 +188,22 @@ def register(commands: Any) -> None:
         "--mask-patch-size", type=positive_int, default=None, metavar="PX", help="masked block side (default 32)"
     )
     pretrain.set_defaults(run=train_command, task="simmim")
+
+    upscaler = commands.add_parser(
+        "train-sr",
+        help="train a Swin2SR super-resolution model on a folder of high-resolution images (or 'photos')",
+        description=(
+            "Train a Swin2SR model on DATA, a folder of high-resolution images (train/ and val/, or one folder split "
+            "with the seed) or 'photos' (scikit-image's bundled photos): random crops, bicubic down-scaling on the "
+            "fly, L1 loss; held-out PSNR against bicubic upscaling after each epoch. --model is a Swin2SR directory "
+            "(with --random-weights only its config.json is used) or an original Swin2SR .pth file."
+        ),
+    )
+    _add_run_options(upscaler)
+    upscaler.add_argument(
+        "--crop", type=positive_int, default=48, metavar="PX", help="low-resolution side of a training crop (48)"
+    )
+    upscaler.set_defaults(run=train_command, task="superres")
 
     measure = commands.add_parser("evaluate", help="top-1/top-5 accuracy, loss and confusion matrix on DATA")
     _add_data_and_model(measure)

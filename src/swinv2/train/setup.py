@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from swinv2.config import CONFIG_NAME
 from swinv2.loading import load_checkpoint, resolve_model_source
 from swinv2.models import (
+    Swin2SRForImageSuperResolution,
     Swinv2ForImageClassification,
     Swinv2ForMaskedImageModeling,
     Swinv2Model,
@@ -20,6 +22,7 @@ from swinv2.models import (
 from swinv2.pipeline import default_processor
 from swinv2.preprocess import PREPROCESSOR_NAME, Swinv2ImageProcessor
 from swinv2.rewindow import rewindow
+from swinv2.superres import Swin2SRImageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -124,3 +127,42 @@ def resize_processor(processor: Swinv2ImageProcessor | None, model: Swinv2PreTra
         image_mean=list(processor.image_mean),
         image_std=list(processor.image_std),
     )
+
+
+def prepare_sr_model(choice: ModelChoice) -> tuple[Swin2SRForImageSuperResolution, Swin2SRImageProcessor]:
+    """A Swin2SR model to train, and the processor saved beside it.
+
+    The source is a Swin2SR directory (transformers' or ours; with `random_weights`, only its config is
+    used), or a weight file `load_checkpoint` reads. Swin2SR takes any input size, so there is no image
+    size or window to change.
+    """
+    from swinv2.config import Swin2SRConfig
+    from swinv2.io.errors import InputError
+    from swinv2.train.sr import check_sr_model
+
+    if choice.image_size is not None or choice.window_size is not None:
+        raise InputError("--image-size and --window-size re-window classifiers; Swin2SR takes any input size")
+    path = Path(choice.source)
+    directory: Path | None = None
+    source: torch.nn.Module
+    if path.is_file():
+        source = load_checkpoint(path, variant=choice.variant)
+    else:
+        resolved = resolve_model_source(choice.source)
+        if resolved.directory is None:
+            raise InputError(f"'{choice.source}' is a Swin V2 variant name; super-resolution needs a Swin2SR directory")
+        directory = resolved.directory
+        if choice.random_weights:
+            source = Swin2SRForImageSuperResolution(Swin2SRConfig.from_pretrained(directory))
+        else:
+            source = cast(Swin2SRForImageSuperResolution, Swin2SRForImageSuperResolution.from_pretrained(directory))
+    model = check_sr_model(source, choice.source)
+    if choice.drop_path is not None:
+        state = model.state_dict()
+        model = Swin2SRForImageSuperResolution(model.config.replace(drop_path_rate=choice.drop_path))
+        model.load_state_dict(state)
+    processor = Swin2SRImageProcessor(size_divisor=model.config.window_size)
+    own = None if directory is None else directory / PREPROCESSOR_NAME
+    if own is not None and own.is_file() and '"Swin2SRImageProcessor"' in own.read_text(errors="replace"):
+        processor = Swin2SRImageProcessor.from_pretrained(own)
+    return model, processor

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from swinv2.io.errors import InputError, quote
 from swinv2.io.files import staged_output
-from swinv2.models import Swinv2PreTrainedModel
+from swinv2.models.base import PreTrainedModel
 from swinv2.train import distributed
 from swinv2.train.checkpoint import (
     Progress,
@@ -59,7 +59,7 @@ from swinv2.train.metrics import (
     evaluation_record,
 )
 from swinv2.train.optim import WarmupCosine, build_optimizer, mix_batch, soft_cross_entropy
-from swinv2.train.setup import ModelChoice, prepare_classifier
+from swinv2.train.setup import ModelChoice, prepare_classifier, prepare_sr_model
 from swinv2.train.simmim import (
     MaskedImages,
     MaskGenerator,
@@ -67,12 +67,14 @@ from swinv2.train.simmim import (
     prepare_masked_image_model,
     reconstruction_loss,
 )
+from swinv2.train.sr import SRCrops, SREvaluation, SRHeldOut, evaluate_sr, sr_sources
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: "classify": supervised fine-tuning; "simmim": SimMIM masked image modelling (pre-training).
-TASKS = ("classify", "simmim")
+#: "classify": supervised fine-tuning; "simmim": SimMIM masked image modelling (pre-training);
+#: "superres": Swin2SR super-resolution (L1 on random crops, low resolution made on the fly).
+TASKS = ("classify", "simmim", "superres")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class TrainConfig:
             resumes them.
         checkpoint_every: Save a checkpoint every this many optimiser steps (besides the end and on
             SIGTERM / Ctrl-C).
+        crop: Super-resolution: side of a training sample's low-resolution crop, in pixels.
     """
 
     data: str
@@ -137,6 +140,7 @@ class TrainConfig:
     fsdp: bool = False
     mask_ratio: float = 0.6
     mask_patch_size: int | None = None
+    crop: int = 48
 
     def __post_init__(self) -> None:
         errors = []
@@ -146,7 +150,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 errors.append(f"{name} must be a positive int; got {quote(value)}")
-        for name in ("batch_size", "accumulate", "log_every"):
+        for name in ("batch_size", "accumulate", "log_every", "crop"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errors.append(f"{name} must be a positive int; got {quote(getattr(self, name))}")
         for name in ("lr", "weight_decay", "min_lr_ratio", "label_smoothing", "mixup", "cutmix"):
@@ -163,6 +167,8 @@ class TrainConfig:
             errors.append(f"task must be one of {list(TASKS)}; got {quote(self.task)}")
         if not (isinstance(self.mask_ratio, float) and 0 < self.mask_ratio < 1):
             errors.append(f"mask_ratio must be in (0, 1); got {quote(self.mask_ratio)}")
+        if self.task == "superres" and (self.layer_decay is not None or self.mixup or self.cutmix):
+            errors.append("layer_decay, mixup and cutmix are for classifiers, not super-resolution")
         if self.fsdp and self.ema is not None:
             errors.append("ema is not kept with fsdp (the average would need the whole model on every process)")
         if self.precision not in PRECISIONS:
@@ -174,6 +180,9 @@ class TrainConfig:
         """The settings as JSON, for `settings.json`."""
         return dataclasses.asdict(self)
 
+
+#: Super-resolution epochs hold at least this many random crops (held-out PSNR is measured once an epoch).
+CROPS_PER_EPOCH = 1024
 
 #: Settings that may differ between a run and its resumption (they do not change the result). The
 #: per-process batch may change with the number of processes, as long as the global batch stays the same
@@ -190,7 +199,7 @@ class EpochEnd:
     epoch: int
     step: int
     training_loss: float  # mean over the epoch's images (this process's share of them)
-    evaluation: Evaluation | None  # None for SimMIM runs and without held-out images
+    evaluation: Evaluation | SREvaluation | None  # None for SimMIM runs and without held-out images
 
 
 @dataclass
@@ -199,8 +208,8 @@ class TrainResult:
 
     run: Path
     steps: int
-    evaluation: Evaluation | None
-    skipped_images: list[tuple[str, str]]
+    evaluation: Evaluation | SREvaluation | None
+    skipped_images: list[tuple[str, str]]  # (path, reason)
 
 
 class TrainingStopped(KeyboardInterrupt):
@@ -243,7 +252,7 @@ def _autocast(device: torch.device, precision: str) -> Any:
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def _save_model(run: Path, model: Swinv2PreTrainedModel, processor: Any) -> None:
+def _save_model(run: Path, model: PreTrainedModel, processor: Any) -> None:
     with staged_output(run / "model", overwrite=True) as staged:
         model.save_pretrained(staged, image_processor=processor)
 
@@ -300,21 +309,35 @@ def _train(
     choice = ModelChoice(
         config.model, config.variant, config.random_weights, config.image_size, config.window_size, config.drop_path
     )
-    class_names = data_class_names(config.data)
+    superres = config.task == "superres"
+    class_names = [] if superres else data_class_names(config.data)
     masks: MaskGenerator | None = None
-    model: Swinv2PreTrainedModel
-    if config.task == "simmim":
-        model, processor = prepare_masked_image_model(choice)
-        image_hw, patch = model.config.image_hw, model.config.patch_hw[0]
-        block = config.mask_patch_size or default_mask_patch_size(image_hw, patch)
-        masks = MaskGenerator(image_hw, patch, block, config.mask_ratio)
+    model: PreTrainedModel
+    train_set: Any
+    val_set: Any
+    processor: Any  # the image processor saved with the model
+    if superres:
+        model, processor = prepare_sr_model(choice)
+        sources = sr_sources(config.data, seed=config.seed, val_fraction=config.val_fraction)
+        scale = model.config.upscale if model.config.upsampler else 1
+        repeats = max(1, math.ceil(CROPS_PER_EPOCH / len(sources.train)))  # few images: many crops each
+        train_set = SRCrops(sources.train, scale=scale, crop=config.crop, repeats=repeats, seed=config.seed)
+        val_set = SRHeldOut(sources.val, scale=scale)
+        skipped: list[tuple[Path, str]] = sources.skipped
     else:
-        model, processor = prepare_classifier(choice, class_names)
-    data = load_classification_data(
-        config.data, processor=processor, seed=config.seed, val_fraction=config.val_fraction
-    )
-    train_set: Any = data.train if masks is None else MaskedImages(data.train, masks, config.seed)
-    val_set: Any = data.val if masks is None else MaskedImages(data.val, masks, config.seed)
+        if config.task == "simmim":
+            model, processor = prepare_masked_image_model(choice)
+            image_hw, patch = model.config.image_hw, model.config.patch_hw[0]
+            block = config.mask_patch_size or default_mask_patch_size(image_hw, patch)
+            masks = MaskGenerator(image_hw, patch, block, config.mask_ratio)
+        else:
+            model, processor = prepare_classifier(choice, class_names)
+        data = load_classification_data(
+            config.data, processor=processor, seed=config.seed, val_fraction=config.val_fraction
+        )
+        train_set = data.train if masks is None else MaskedImages(data.train, masks, config.seed)
+        val_set = data.val if masks is None else MaskedImages(data.val, masks, config.seed)
+        skipped = list(getattr(data, "skipped", []))
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -372,10 +395,10 @@ def _train(
     if processes.main:
         metrics.truncate_after(progress.step) if resumed is not None else metrics.path.unlink(missing_ok=True)
         logger.info(
-            "training %s on %d images (%d classes), %d steps of %d images",
+            "training %s on %d %s, %d steps of %d images",
             model_class.__name__,
-            len(data.train),
-            len(class_names),
+            len(train_set),
+            "crops a epoch" if superres else f"images ({len(class_names)} classes)",
             total_steps,
             config.batch_size * processes.world_size * config.accumulate,
         )
@@ -402,7 +425,7 @@ def _train(
 
     # ---- loop
     step, epoch = progress.step, progress.epoch
-    evaluation: Evaluation | None = None
+    evaluation: Evaluation | SREvaluation | None = None
     mixed = masks is None and (config.mixup > 0 or config.cutmix > 0)
     interrupted = stopping = False
     started, images_seen = time.perf_counter(), 0
@@ -432,6 +455,8 @@ def _train(
                     with _autocast(device, config.precision):
                         if masks is not None:  # labels are the masks here
                             loss = trained(pixels, bool_masked_pos=labels).loss
+                        elif superres:  # labels are the high-resolution crops: L1
+                            loss = trained(pixels, labels=labels).loss
                         elif mixed:
                             pixels, targets = mix_batch(
                                 pixels,
@@ -489,7 +514,12 @@ def _train(
             if stopping:
                 break
             if in_epoch >= steps_per_epoch or step >= total_steps:
-                if masks is None:
+                if superres:
+                    evaluation = _evaluate_sr(ema or model, val_set, config, device, processes, sharded)
+                    if processes.main and evaluation is not None:
+                        metrics.append({"step": step, "epoch": epoch, "eval": dataclasses.asdict(evaluation)})
+                        logger.info("epoch %d, step %d: %s", epoch, step, evaluation.summary())
+                elif masks is None:
                     evaluation = _evaluate(ema or model, val_set, class_names, config, device, processes, sharded)
                     if processes.main and evaluation is not None:
                         metrics.append(evaluation_record(step, epoch, evaluation))
@@ -522,7 +552,7 @@ def _train(
     if sharded:  # a plain copy of the gathered weights (on the main process) for the transformers directory
         gathered = distributed.full_model_state(model)
         if processes.main:
-            final = model_class(model.config)
+            final = model_class(model.config)  # type: ignore[arg-type]  # the model's own config class
             final.load_state_dict(gathered)
     if processes.main:
         _save_model(run, final, processor)
@@ -531,7 +561,7 @@ def _train(
         except ImportError:
             logger.warning("curves.png not drawn: it needs matplotlib (pip install 'swinv2[plots]')")
     distributed.barrier(processes)
-    return TrainResult(run, step, evaluation, list(getattr(data, "skipped", [])))
+    return TrainResult(run, step, evaluation, [(str(path), reason) for path, reason in skipped])
 
 
 def check_global_batch(saved: dict[str, Any], batch_size: int, world_size: int, where: str) -> None:
@@ -558,12 +588,12 @@ def check_global_batch(saved: dict[str, Any], batch_size: int, world_size: int, 
         )
 
 
-def _unwrap_final(model: Swinv2PreTrainedModel, ema: Any) -> Swinv2PreTrainedModel:
+def _unwrap_final(model: PreTrainedModel, ema: Any) -> PreTrainedModel:
     """The weights a run publishes: the moving average where one was kept."""
     if ema is None:
         return model
     averaged = ema.module
-    assert isinstance(averaged, Swinv2PreTrainedModel)
+    assert isinstance(averaged, PreTrainedModel)
     return averaged
 
 
@@ -573,6 +603,22 @@ def _inner(model: nn.Module) -> nn.Module:
     inner = model.module if isinstance(model, wrappers) else model
     assert isinstance(inner, nn.Module)
     return inner
+
+
+def _evaluate_sr(
+    model: nn.Module,
+    dataset: SRHeldOut,
+    config: TrainConfig,
+    device: torch.device,
+    processes: distributed.Processes,
+    sharded: bool,
+) -> SREvaluation | None:
+    """PSNR on the held-out images, on the main process (or every process where the model is sharded)."""
+    result = None
+    if (processes.main or sharded) and len(dataset):
+        result = evaluate_sr(_inner(model), dataset, device, PRECISIONS[config.precision])
+    distributed.barrier(processes)
+    return result
 
 
 def _evaluate(
