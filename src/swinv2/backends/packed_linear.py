@@ -280,8 +280,9 @@ def in_row_chunks(
     """
     budget = max(align, CHUNK_BYTES // max(bytes_per_row, 1) // align * align)  # the most rows a block takes
     total = x.shape[0]
-    # a trace would fix the loop to this size
-    if total <= budget or x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
+    # a trace would fix the loop to this size; and the size test comes last, so that a trace with a
+    # dynamic batch records no guard on it
+    if tracing() or torch.is_grad_enabled() or x.device.type != "cpu" or total <= budget:
         return fn(x)
     blocks = -(-total // budget)  # ceil(total / budget)
     rows = -(-total // blocks)  # ceil(total / blocks) ...

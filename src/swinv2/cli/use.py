@@ -68,7 +68,14 @@ def classify_command(args: argparse.Namespace) -> str:
     from swinv2.pipeline import classify, load_model
 
     paths = expand_paths(args.paths)
-    model, processor = load_model(args.model, random_weights=args.random_weights, device=args.device)
+    if args.onnx is not None:  # onnxruntime and the file's own labels and preprocessing; no model code
+        from swinv2.runtime import OnnxClassifier
+
+        runner: Any = OnnxClassifier(args.onnx)
+        model: Any = None
+        processor: Any = None
+    else:
+        model, processor = load_model(args.model, random_weights=args.random_weights, device=args.device)
     failures: list[str] = []
     lines: list[str] = []
     with _progress(len(paths)) as bar:
@@ -76,7 +83,10 @@ def classify_command(args: argparse.Namespace) -> str:
             good = _readable_images(paths[start : start + args.batch_size], failures, "classify")
             if good:
                 images = [image for _, image in good]
-                results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
+                if args.onnx is not None:
+                    results = runner(images, top_k=args.top_k, batch_size=args.batch_size)
+                else:
+                    results = classify(images, model, top_k=args.top_k, batch_size=args.batch_size, processor=processor)
                 for (path, _), predictions in zip(good, results, strict=True):
                     if args.json:
                         print(strict_json({"path": str(path), "predictions": predictions}))
@@ -127,7 +137,10 @@ def register(commands: Any) -> None:
     """Add `classify` and `features` to the `swinv2` subcommands."""
     cls = commands.add_parser("classify", help="classify images (files, directories, globs)")
     cls.add_argument("paths", nargs="+", metavar="PATH")
-    add_model_arguments(cls)
+    source = cls.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="M", help="model directory, Hub id or variant name")
+    source.add_argument("--onnx", metavar="FILE", help="an ONNX file from `swinv2 export`, run with onnxruntime")
+    cls.add_argument("--random-weights", action="store_true", help="allow a variant name (random weights)")
     cls.add_argument("--top-k", type=positive_int, default=5, metavar="K")
     cls.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     cls.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1 ... (default: cpu)")
