@@ -31,7 +31,7 @@ from fuzz.cases import KINDS, SCHEDULE, Builder
 from fuzz.harness import run_fuzz
 
 SHORT_SEED = 20240601
-SHORT_CASES = int(os.environ.get("SWINV2_FUZZ_SHORT_CASES", "300"))
+SHORT_CASES = int(os.environ.get("SWINV2_FUZZ_SHORT_CASES", "150"))
 
 
 def _keep_dir(name: str) -> Path:

@@ -227,6 +227,7 @@ def test_model_with_the_kernel_matches_eager(interpreted: list[int]) -> None:
         torch.testing.assert_close(a, e, atol=1e-5, rtol=0)
 
 
+@pytest.mark.long  # 12 s under the interpreter; the kernel's own gradients are checked above by default
 def test_model_trains_through_the_kernel_with_eager_gradients(interpreted: list[int]) -> None:
     torch.manual_seed(0)
     model = perturb_(Swinv2ForImageClassification(tiny_config(num_labels=3, attn_implementation="triton"))).train()

@@ -75,13 +75,31 @@ def test_a_pretrained_encoder_fine_tunes_to_a_lower_loss_than_scratch(tmp_path: 
 
     torch.manual_seed(0)
     config = Swinv2Config(
-        image_size=32, patch_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12), window_size=4, num_labels=10
+        image_size=32,
+        patch_size=4,
+        embed_dim=48,
+        depths=(2, 2, 2),
+        num_heads=(3, 6, 12),
+        window_size=4,
+        num_labels=10,
+        drop_path_rate=0.0,
     )
     start = tmp_path / "start"
     processor = Swinv2ImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     Swinv2ForImageClassification(config).save_pretrained(start, image_processor=processor)
     pre = tmp_path / "pre"
-    train(TrainConfig(data="digits", model=str(start), out=str(pre), task="simmim", steps=300, batch_size=48, lr=2e-3))
+    train(
+        TrainConfig(
+            data="digits",
+            model=str(start),
+            out=str(pre),
+            task="simmim",
+            steps=300,
+            batch_size=48,
+            lr=2e-3,
+            warmup_steps=30,
+        )
+    )
 
     def fine_tune(source: Path, name: str) -> tuple[float, float]:
         run = tmp_path / name
