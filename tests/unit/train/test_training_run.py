@@ -72,6 +72,7 @@ def test_two_processes_at_batch_4_step_like_one_at_batch_8(source: Path, tmp_pat
     done = subprocess.run(
         [
             TORCHRUN,
+            "--standalone",
             "--nproc_per_node=2",
             *_train_command(source, double, "--steps", "4", "--batch-size", "4", "--checkpoint-every", "2"),
         ],

@@ -44,7 +44,12 @@ def test_an_fsdp_run_stopped_by_sigterm_resumes_on_one_process(source: Path, tmp
     single, stopped = tmp_path / "single", tmp_path / "stopped"
     subprocess.run([PYTHON, *_train_command(source, single, *steps, "--batch-size", "8")], check=True)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [TORCHRUN, "--nproc_per_node=2", *_train_command(source, stopped, *steps, "--batch-size", "4")]
+    command = [
+        TORCHRUN,
+        "--standalone",
+        "--nproc_per_node=2",
+        *_train_command(source, stopped, *steps, "--batch-size", "4"),
+    ]
     process = subprocess.Popen(
         [*command, "--checkpoint-every", "4", "--fsdp"],
         env=environment,
