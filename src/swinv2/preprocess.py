@@ -55,6 +55,15 @@ def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return [cast(ImageInput, images)]  # not a list or tuple: one image, whatever other sequence it may be
 
 
+def write_processor_config(directory: str | os.PathLike[str], content: dict[str, Any]) -> Path:
+    """Write `content` as `directory/preprocessor_config.json` (atomically, sorted keys); returns its path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / PREPROCESSOR_NAME
+    atomic_write_text(target, json.dumps(content, indent=2, sort_keys=True) + "\n")
+    return target
+
+
 class ImageError(InputError):
     """An input that is not a usable image; the message names the input and the reason."""
 
@@ -301,11 +310,7 @@ class Swinv2ImageProcessor:
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write `preprocessor_config.json` into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / PREPROCESSOR_NAME
-        atomic_write_text(target, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return target
+        return write_processor_config(directory, self.to_dict())
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> Swinv2ImageProcessor:

@@ -13,7 +13,6 @@ activations are alive at a time: peak memory grows with the tile size, not with 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -28,7 +27,6 @@ from PIL import Image
 
 from swinv2.config.common import is_int
 from swinv2.io.errors import ConfigError, quote
-from swinv2.io.files import atomic_write_text
 from swinv2.io.jsonfile import read_json_object
 from swinv2.io.limits import check_memory
 from swinv2.preprocess import (
@@ -39,6 +37,7 @@ from swinv2.preprocess import (
     array_as_chw,
     image_list,
     open_image,
+    write_processor_config,
 )
 
 PROCESSOR_TYPE = "Swin2SRImageProcessor"
@@ -130,11 +129,7 @@ class Swin2SRImageProcessor:
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write `preprocessor_config.json` into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / PREPROCESSOR_NAME
-        atomic_write_text(target, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return target
+        return write_processor_config(directory, self.to_dict())
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> Swin2SRImageProcessor:

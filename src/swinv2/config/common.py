@@ -333,11 +333,12 @@ class ConfigFile:
     """transformers' config.json surface, shared by the configs (which are dataclasses).
 
     A subclass provides `model_type`, `_init_names` (what its constructor takes), `unknown_keys`,
-    `_from_dict` (build from a transformers dict), `_replace` and `to_dict`; this class writes and reads
+    `derived_keys`, `_replace` and `to_dict`; this class writes and reads
     the files from those.
     """
 
     model_type: ClassVar[str]
+    derived_keys: ClassVar[tuple[str, ...]] = ()  # keys transformers writes that follow from the fields
     # fields every config has (declared here for the models' shared code; the dataclasses define them)
     extra: dict[str, Any]
     dtype: str | None
@@ -363,7 +364,18 @@ class ConfigFile:
 
     @classmethod
     def _from_dict(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
-        raise NotImplementedError
+        """Build from a transformers dict: fields by name, the derived keys (`derived_keys`) dropped, every
+        other key kept in `extra` (after the dict's own `extra`)."""
+        data = dict(data)
+        cls._check_model_type(data)
+        names = cls._init_names() - {"extra"}
+        kwargs = {k: data.pop(k) for k in list(data) if k in names}
+        for key in cls.derived_keys:
+            data.pop(key, None)
+        extra = data.pop("extra", {}) or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"extra must be a dict of unused config.json keys; got {quote(extra)}")
+        return cls(**kwargs, extra={**extra, **data})  # type: ignore[call-arg]  # the subclass is a dataclass
 
     def _replace(self: ConfigT, changes: Mapping[str, Any], source: str | None) -> ConfigT:
         raise NotImplementedError

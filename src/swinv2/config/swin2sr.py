@@ -119,6 +119,7 @@ class Swin2SRConfig(ConfigFile):
     extra: dict[str, Any] = field(default_factory=dict)
 
     model_type = MODEL_TYPE  # a class attribute (no annotation: not a field), as in transformers
+    derived_keys = _DERIVED_KEYS  # written by to_dict, dropped when read
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra, Mapping):
@@ -251,20 +252,6 @@ class Swin2SRConfig(ConfigFile):
             | set(LEGACY_TRANSFORMERS_KEYS)
         )
         return [key for key in keys if key not in known]
-
-    @classmethod
-    def _from_dict(cls, data: Mapping[str, Any]) -> Swin2SRConfig:
-        data = dict(data)
-        cls._check_model_type(data)
-        names = cls._init_names() - {"extra"}
-        kwargs = {k: data.pop(k) for k in list(data) if k in names}
-        for key in _DERIVED_KEYS:
-            data.pop(key, None)
-        extra = data.pop("extra", {}) or {}
-        if not isinstance(extra, Mapping):
-            raise ConfigError(f"extra must be a dict of unused config.json keys; got {quote(extra)}")
-        extra = {**extra, **data}
-        return cls(**kwargs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         """The transformers-format dict (derived keys included, unknown keys kept)."""

@@ -128,6 +128,7 @@ class Swinv2Config(ConfigFile):
     dtype: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     model_type = MODEL_TYPE  # a class attribute (no annotation: not a field), as in transformers
+    derived_keys = _DERIVED_KEYS  # written by to_dict, dropped when read
     # Init-only, then properties (below the class): `torchscript` is no attribute of transformers 5's
     # config (its `dataclasses.fields`), `torch_dtype` is the old name of `dtype`.
     torchscript: InitVar[bool] = False
@@ -352,21 +353,6 @@ class Swinv2Config(ConfigFile):
         """The keys that name no field and that transformers does not write either."""
         known = cls._init_names() | set(_DERIVED_KEYS) | set(TRANSFORMERS_KEYS) | set(LEGACY_TRANSFORMERS_KEYS)
         return [key for key in keys if key not in known]
-
-    @classmethod
-    def _from_dict(cls, data: Mapping[str, Any]) -> Swinv2Config:
-        data = dict(data)
-        cls._check_model_type(data)
-        names = cls._init_names() - {"extra"}
-        kwargs = {k: data.pop(k) for k in list(data) if k in names}
-        for key in _DERIVED_KEYS:
-            data.pop(key, None)
-        extra = data.pop("extra", {}) or {}
-        if not isinstance(extra, Mapping):
-            raise ConfigError(f"extra must be a dict of unused config.json keys; got {quote(extra)}")
-        extra = dict(extra)
-        extra.update(data)
-        return cls(**kwargs, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
         """The transformers-format dict (derived keys included, unknown keys kept)."""
