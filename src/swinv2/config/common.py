@@ -45,7 +45,7 @@ ACTIVATIONS = (
     "linear",
 )
 
-ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "triton")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "triton", "graph")
 
 #: Parameter dtypes `dtype` may name (as transformers writes them: `str(torch.float32)` less "torch.").
 DTYPES = ("float32", "float16", "bfloat16", "float64")

@@ -21,10 +21,10 @@ from swinv2.models.registry import backend_names, get_backend
 from swinv2.models.swinv2 import eager_attention, eager_mlp
 
 ATOL = 1e-5
-NAMES = ["auto", "eager", "sdpa", "triton"]
+NAMES = ["auto", "eager", "graph", "sdpa", "triton"]
 
 
-def test_the_registered_backends_are_auto_eager_sdpa_and_triton() -> None:
+def test_the_registered_backends_are_auto_eager_graph_sdpa_and_triton() -> None:
     assert backend_names() == NAMES
     for name in NAMES:
         assert get_backend(name).name == name
