@@ -1,10 +1,15 @@
 """Export: ONNX files that onnxruntime runs, and `torch.export` programs, for every model of the library.
 
-Both go through `torch.export` on the model's plain PyTorch ops (`swinv2.backends.plain`): the fast paths
-(packed weights, hand-written autograd nodes) step aside, and the cached attention terms (position bias,
-shift masks) are computed inside the traced call, so they become constants of the graph rather than
-tensors traced at one batch size. The ONNX file is written by PyTorch's dynamo-based exporter (the
-legacy TorchScript exporter bakes shapes into such a graph and gives wrong results at other batch sizes).
+Both go through `torch.export` on the "graph" backend (`swinv2.backends.graph`) with plain PyTorch ops
+(`swinv2.backends.plain`): the CPU fast paths (packed weights, hand-written autograd nodes) step aside for
+a layout a graph runtime runs well (one q/k/v product per block, window moves as one gather by a
+precomputed index, linears as Gemm with their bias, GELU as one operator), and the cached attention terms
+(position bias with the shift mask) are computed inside the traced call, so the exporter folds them into
+one constant per block rather than tracing tensors at one batch size. The ONNX file is written by
+PyTorch's dynamo-based exporter (the legacy TorchScript exporter bakes shapes into such a graph and gives
+wrong results at other batch sizes), then folded by onnxscript's optimizer; reduced precisions (fp16,
+dynamic int8) come from onnxruntime's own converters and are checked against PyTorch to a stated
+relative tolerance.
 
 What can be dynamic: the batch. Height and width are fixed at export (`image_size`): the window
 arithmetic (padding to whole windows, the shift masks) is resolved at the export size. Export once per
@@ -52,6 +57,13 @@ DEFAULT_OPSET = 20  # the first with a Gelu operator (ONNX Runtime fuses it with
 FOLD_LIMIT = 1 << 24
 #: The largest difference to PyTorch's output that `verify_onnx` accepts (fp32).
 TOLERANCE = 1e-4
+#: ONNX weight precisions: "fp32" (exact), "fp16" (weights and arithmetic in half precision, fp32 input and
+#: outputs; for GPU runtimes), "int8" (onnxruntime's dynamic quantisation: int8 weights of every MatMul
+#: and Gemm, activations quantised per call; for CPUs). bf16 is not offered: onnxruntime has bf16 kernels
+#: for few of the graph's operators.
+PRECISIONS = ("fp32", "fp16", "int8")
+#: The largest difference a reduced precision may make, relative to the largest PyTorch output (fp32).
+RELATIVE_TOLERANCE = {"fp16": 1e-2, "int8": 1e-1}
 
 
 class ExportError(InputError):
@@ -98,6 +110,7 @@ class ExportSettings:
     batch_size: int = 1
     dynamic_batch: bool = True
     opset: int = DEFAULT_OPSET
+    precision: str = "fp32"
 
     def example(self, channels: int) -> torch.Tensor:
         # a batch of 2 when the batch is dynamic: torch.export specialises a size-1 dimension
@@ -121,8 +134,9 @@ def settings_for(
     batch_size: int = 1,
     dynamic_batch: bool = True,
     opset: int = DEFAULT_OPSET,
+    precision: str = "fp32",
 ) -> ExportSettings:
-    """Settings for `model`, checked: sizes positive, the opset one the exporter writes."""
+    """Settings for `model`, checked: sizes positive, the opset one the exporter writes, a known precision."""
     if image_size is None:
         size = default_size(model)
     elif isinstance(image_size, int):
@@ -133,7 +147,9 @@ def settings_for(
         raise ExportError(f"image size and batch size must be positive; got {size} and {batch_size}")
     if not 17 <= opset <= 23:
         raise ExportError(f"opset must be from 17 to 23 (what PyTorch's exporter writes); got {opset}")
-    return ExportSettings(size, batch_size, dynamic_batch, opset)
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return ExportSettings(size, batch_size, dynamic_batch, opset, precision)
 
 
 @contextlib.contextmanager
@@ -212,6 +228,7 @@ def save_onnx(
     proto = onnxscript.optimizer.optimize(
         onnx_program.model_proto, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT
     )
+    proto = reduce_precision(proto, settings.precision)
     for key, value in metadata(model, processor).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -219,26 +236,47 @@ def save_onnx(
     atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
     if verify:
         batches = (1, 4) if settings.dynamic_batch else (settings.batch_size,)
-        difference = verify_onnx(path, model, settings, batches)
-        if difference > TOLERANCE:
+        difference, scale = verify_onnx(path, model, settings, batches)
+        allowed = TOLERANCE if settings.precision == "fp32" else RELATIVE_TOLERANCE[settings.precision] * scale
+        if difference > allowed:
             path.unlink()
             raise ExportError(
-                f"the ONNX graph's outputs differ from PyTorch's by {difference:.3g} (more than {TOLERANCE}); "
-                "nothing was written"
+                f"the {settings.precision} ONNX graph's outputs differ from PyTorch's by {difference:.3g} (more "
+                f"than {allowed:.3g}); nothing was written"
             )
     return path
 
 
+def reduce_precision(proto: Any, precision: str) -> Any:
+    """The fp32 ONNX model `proto` at `precision` (see `PRECISIONS`), by onnxruntime's own converters."""
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        return convert_float_to_float16(proto, keep_io_types=True)
+    if precision == "int8":
+        import tempfile
+
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as scratch:
+            source, target = Path(scratch, "fp32.onnx"), Path(scratch, "int8.onnx")
+            onnx.save_model(proto, str(source))
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+            return onnx.load_model(str(target))
+    return proto
+
+
 def verify_onnx(
     path: str | os.PathLike[str], model: PreTrainedModel, settings: ExportSettings, batches: Sequence[int] = (1, 4)
-) -> float:
+) -> tuple[float, float]:
     """The largest absolute difference between onnxruntime's outputs of `path` and the model's, over
-    random inputs of each batch size in `batches` at the export size."""
+    random inputs of each batch size in `batches` at the export size, and the largest absolute output."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wrapped = _NamedOutputs(model.eval())
-    worst = 0.0
+    worst = scale = 0.0
     for batch in batches:
         pixels = torch.rand(batch, model.config.num_channels, *settings.image_size)
         with torch.no_grad():
@@ -246,4 +284,5 @@ def verify_onnx(
         got = session.run(None, {INPUT_NAME: pixels.numpy()})
         for e, g in zip(expected, got, strict=True):
             worst = max(worst, float((e - torch.from_numpy(g)).abs().max()))
-    return worst
+            scale = max(scale, float(e.abs().max()))
+    return worst, scale

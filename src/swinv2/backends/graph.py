@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from swinv2.backends.window_gather import WindowOrder, window_order
 from swinv2.layers.windows import GridWindows
 from swinv2.models.registry import Backend, register_backend
-from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, Swinv2SelfAttention, eager_attention, eager_linear, whole
+from swinv2.models.swinv2 import AttentionTerms, Swinv2Block, Swinv2SelfAttention, eager_attention, whole
 
 NORM_EPS = 1e-12  # F.normalize's floor on the norm
 
@@ -47,33 +48,47 @@ def graph_attention(
         return eager_attention(module, windows, terms, need_weights)
     w, N, C = windows.shape
     nH, nW = module.num_heads, terms.bias.shape[0]
-    qkv = F.linear(windows, terms.qkv_weight, terms.qkv_bias)  # (w, N, 3C)
-    q, k, v = qkv.view(w, N, 3, nH, C // nH).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (w, nH, N, Dh)
+    qkv = graph_linear(windows, terms.qkv_weight, terms.qkv_bias)  # (w, N, 3C)
+    q, k, v = qkv.view(w, N, 3 * nH, C // nH).transpose(1, 2).split(nH, dim=1)  # 3 x (w, nH, N, Dh)
     scale = terms.scale.to(q.dtype)  # (nH, 1, 1)
     q = q * (scale / q.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS))  # (w, nH, N, Dh), |q| = temperature
     k = k / k.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)  # (w, nH, N, Dh), unit rows
     scores = q @ k.transpose(-2, -1)  # (w, nH, N, N)
-    if nW > 1:
-        scores = (scores.view(-1, nW, nH, N, N) + terms.bias).view(w, nH, N, N)
-    else:
-        scores = scores + terms.bias  # (1, nH, N, N) broadcasts over the windows
+    # (1, nH, N, N) broadcasts over the windows; (nW, nH, N, N) over the images
+    scores = scores + terms.bias if nW == 1 else (scores.view(-1, nW, nH, N, N) + terms.bias).view(w, nH, N, N)
     context = scores.softmax(dim=-1) @ v  # (w, nH, N, Dh)
     return context.transpose(1, 2).reshape(w, N, C), None  # (w, N, C)
 
 
+def graph_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False
+) -> torch.Tensor:
+    """`eager_linear` shaped for ONNX Runtime: (..., in) -> (..., out). Without a GELU the rows go as one
+    2-D product (a Gemm, bias included); before a GELU with a leading batch axis (MatMul + Add + Gelu,
+    fused into BiasGelu)."""
+    out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (rows, out)
+    return (F.gelu(out) if gelu else out).view(*x.shape[:-1], weight.shape[0])
+
+
 def graph_mlp(block: Swinv2Block, x: torch.Tensor) -> torch.Tensor:
-    """The block's MLP, (..., C) -> (..., C), on an input with at least 3 dimensions (see module docstring)."""
-    if x.dim() == 2:
-        return graph_mlp(block, x.unsqueeze(0)).squeeze(0)
-    return block.output(block.intermediate(x))
+    """The block's MLP, (..., C) -> (..., C), through `graph_linear`; wrapped linears (PEFT adapters) run
+    their own modules."""
+    fc1, fc2 = block.intermediate.dense, block.output.dense
+    if type(fc1) is not nn.Linear or type(fc2) is not nn.Linear:
+        return block.output(block.intermediate(x))
+    if block.intermediate.act_name == "gelu":
+        hidden = graph_linear(x, fc1.weight, fc1.bias, gelu=True)  # (..., hidden)
+    else:
+        hidden = block.intermediate.intermediate_act_fn(graph_linear(x, fc1.weight, fc1.bias))  # (..., hidden)
+    return block.output.dropout(graph_linear(hidden, fc2.weight, fc2.bias))
 
 
-def _gather_tokens(x: torch.Tensor, index: torch.Tensor, pad_slots: torch.Tensor | None, L: int) -> torch.Tensor:
+def _gather_tokens(x: torch.Tensor, index: torch.Tensor, pad_slots: torch.Tensor | None, length: int) -> torch.Tensor:
     """(B, L, C) -> (B, len(index), C): x[:, index], where slots in `pad_slots` read a zero token."""
     if pad_slots is None:
         return x.index_select(1, index)
     zero = x.new_zeros(x.shape[0], 1, x.shape[-1])  # (B, 1, C)
-    index = index.index_fill(0, pad_slots, L)  # padding slots read the appended zero token
+    index = index.index_fill(0, pad_slots, length)  # padding slots read the appended zero token
     return torch.cat((x, zero), dim=1).index_select(1, index)
 
 
@@ -97,4 +112,4 @@ class GraphWindows:
         return slots.index_select(1, self._order(layout, shift).to_grid)
 
 
-GRAPH = register_backend(Backend("graph", graph_attention, eager_linear, graph_mlp, whole, GraphWindows()))
+GRAPH = register_backend(Backend("graph", graph_attention, graph_linear, graph_mlp, whole, GraphWindows()))

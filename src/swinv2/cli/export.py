@@ -9,6 +9,11 @@ from typing import Any
 
 from swinv2.cli.common import CommandError, positive_int
 
+# swinv2.export's DEFAULT_OPSET and PRECISIONS, repeated so that building the parser imports no torch
+# (tests/unit/cli holds them equal)
+DEFAULT_OPSET = 20
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 def _load(reference: str) -> tuple[Any, Any]:
     """The model of a directory (Swin V2 of any class, or Swin2SR) and its saved processor (or None)."""
@@ -50,7 +55,12 @@ def export_command(args: argparse.Namespace) -> str:
     model, processor = _load(args.model)
     try:
         settings = settings_for(
-            model, args.image_size, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, opset=args.opset
+            model,
+            args.image_size,
+            batch_size=args.batch_size,
+            dynamic_batch=args.dynamic_batch,
+            opset=args.opset,
+            precision=args.precision,
         )
     except ExportError as err:
         raise CommandError(str(err)) from None
@@ -64,8 +74,9 @@ def export_command(args: argparse.Namespace) -> str:
     checked = "; checked in onnxruntime at batch 1 and 4" if args.format == "onnx" and settings.dynamic_batch else ""
     if args.format == "onnx" and not settings.dynamic_batch:
         checked = f"; checked in onnxruntime at batch {settings.batch_size}"
+    precision = f", {settings.precision}" if args.format == "onnx" else ""
     return (
-        f"wrote {args.format} '{out}' ({type(model).__name__}, {height} x {width}, {batch}) "
+        f"wrote {args.format} '{out}' ({type(model).__name__}, {height} x {width}, {batch}{precision}) "
         f"in {time.perf_counter() - started:.1f} s{checked}"
     )
 
@@ -85,7 +96,19 @@ def register(commands: Any) -> None:
     sub.add_argument("model", metavar="MODEL", help="model directory")
     sub.add_argument("--format", choices=("onnx", "exported-program"), default="onnx")
     sub.add_argument("--out", required=True, metavar="FILE", help=".onnx, or .pt2 for an exported program")
-    sub.add_argument("--opset", type=positive_int, default=18, metavar="N", help="ONNX opset (17 to 23; default 18)")
+    sub.add_argument(
+        "--opset",
+        type=positive_int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset (17 to 23; default {DEFAULT_OPSET})",
+    )
+    sub.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="ONNX weights: fp32 (default), fp16 (GPU runtimes) or int8 (dynamic quantisation, for CPUs)",
+    )
     sub.add_argument("--dynamic-batch", action="store_true", help="leave the batch size free in the graph")
     sub.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="the fixed batch (default 1)")
     sub.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"), help="default: the model's")
