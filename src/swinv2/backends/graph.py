@@ -2,14 +2,15 @@
 Runtime, `torch.export` programs). `swinv2.export` switches a model to it while it traces.
 
 What differs from the reference ("eager") and why, as a graph runtime sees it:
-- **q, k and v come from one MatMul** on the stacked weight (`AttentionTerms.qkv_weight`), split by one
-  Transpose, instead of three MatMuls and three Transposes.
+- **q, k and v come from one product** on the stacked weight (`AttentionTerms.qkv_weight`), split by
+  one Transpose and one Split, instead of three products and three Transposes.
 - **The temperature is folded into the normalised queries**: cos(q, k) * t is computed as
   (q * t / |q|) . (k / |k|), a multiply on the (w, nH, N, Dh) queries instead of on the (w, nH, N, N)
   scores, which are 2x larger at N = 64, Dh = 32. No `expand` of the norms either (`F.normalize`
   materialises one per call).
-- **The MLP sees a leading batch axis**, so its linears export as MatMul + Add, which ONNX Runtime fuses
-  with the GELU that follows (BiasGelu); a 2-D input exports as Gemm, which it does not.
+- **Linears run on 2-D rows**, which export as Gemm with the bias inside; the GELU after the MLP's first
+  linear is one operator (opset 20). In ONNX Runtime on a CPU this beats MatMul + Add on 3-D input,
+  fused or not.
 - **Window moves are one Gather along the token axis** with a precomputed index, padding slots reading
   an appended zero token: no roll, pad or strided copies, and no arithmetic on the batch size.
 
