@@ -6,6 +6,28 @@ Names are the Microsoft/Hugging Face ones without the `microsoft/` owner
 accuracies reported with the official release (None for the ImageNet-22K pre-training checkpoints).
 No weights ship with the library: a variant builds a randomly initialised model, or names the shape
 of a checkpoint file being converted.
+
+Two more variants have no released weights at all: `swinv2-huge` and `swinv2-giant`, the V2 paper's
+SwinV2-H (C = 352, depths 2-2-18-2) and SwinV2-G (C = 512, depths 2-2-42-4), with its "additional
+layer normalization layer on the main branch every 6 layers" (`extra_norm_period=6`, counted per
+stage: huge has 3 such norms, all in stage 3; giant 7 in stage 3 and none in stage 4, whose 4 blocks
+end before a 6th). They have no Hub id, no timm model and no top-1 (`hub_id`, `timm_model` and
+`imagenet_top1` are None; `timm_name` raises), and `list_variants()` leaves them out unless asked
+(`list_variants(include_unreleased=True)`), so it keeps naming exactly the released checkpoints.
+
+* Heads: the paper gives no head count for H or G. Every released Swin (V1 and V2: T, S, B, L) has 32
+  channels per head, so H has (11, 22, 44, 88) and G (16, 32, 64, 128); timm's `swinv2_cr_giant_*`
+  use the same for G, and its `swinv2_cr_huge_384` the same for H (its `swinv2_cr_huge_224` tries
+  (8, 16, 32, 64); timm notes the count is "not certain for Huge"). Heads change only the logit
+  scales and the position-bias MLPs' outputs: 513 parameters per head per block.
+* Geometry: 192 px input with window 12, the pre-training geometry of the paper (SwinV2-G's ImageNet-22K-ext
+  pre-training, like the zoo's `-192-22k` base and large variants); ImageNet-1K's 1000 classes, the
+  head at which the paper (and the zoo's T/S/B counts) state parameter counts.
+* Parameters (exact, from the built model): huge 658,036,370 with the 1000-class head, 655,219,370
+  for the encoder alone (`Swinv2Model`, no head), of which 8,448 are the 3 extra norms; the paper says
+  658 M. giant 3,001,940,680 with the head, 2,997,843,680 for the encoder, 28,672 of them the 7 extra
+  norms; the paper says 3.0 B (timm's `swinv2_cr_giant` has ~2.6 B because it uses depths 2-2-42-2).
+  With a 21,841-class (ImageNet-22K) head they would be 716,745,467 and 3,087,326,257.
 """
 
 from __future__ import annotations
@@ -15,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swinv2.config import Swinv2Config
+from swinv2.io.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,15 +60,30 @@ class Variant:
     """One public checkpoint: its name, config fields, preprocessing and reported accuracy."""
 
     name: str
-    timm_name: str
+    timm_model: str | None  # timm's name; None: timm has no such model (the paper-only huge and giant)
     config_fields: dict[str, Any] = field(hash=False)
     preprocessing: Preprocessing
     imagenet_top1: float | None
+    released: bool = True  # weights on the Hub; False for the paper-only huge and giant
 
     @property
-    def hub_id(self) -> str:
-        """The Hugging Face Hub id of the released weights."""
-        return f"microsoft/{self.name}"
+    def hub_id(self) -> str | None:
+        """The Hugging Face Hub id of the released weights (None: no weights were released)."""
+        return f"microsoft/{self.name}" if self.released else None
+
+    @property
+    def timm_name(self) -> str:
+        """timm's name of this model (`timm.create_model(variant.timm_name)`).
+
+        Raises:
+            InputError: the variant has none (`timm_model` is None: the paper-only huge and giant).
+        """
+        if self.timm_model is None:
+            raise InputError(
+                f"variant {self.name!r} has no timm model: timm's swinv2_* are Microsoft's released checkpoints "
+                "(its swinv2_cr_* are another implementation, with other parameter names)"
+            )
+        return self.timm_model
 
     @property
     def config(self) -> Swinv2Config:
@@ -115,6 +153,27 @@ def _variant(
     return Variant(name, timm_name, fields, Preprocessing(size), top1)
 
 
+#: The V2 paper's two largest models (no weights released; see the module docstring for the choices).
+_PAPER_ONLY = {
+    "huge": dict(embed_dim=352, depths=(2, 2, 18, 2), num_heads=(11, 22, 44, 88)),
+    "giant": dict(embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128)),
+}
+EXTRA_NORM_PERIOD = 6  # "an additional layer normalization layer on the main branch every 6 layers"
+
+
+def _paper_only(shape: str) -> Variant:
+    fields: dict[str, Any] = dict(
+        _PAPER_ONLY[shape],
+        image_size=192,
+        patch_size=4,
+        window_size=12,
+        drop_path_rate=0.0,
+        extra_norm_period=EXTRA_NORM_PERIOD,
+        num_labels=IMAGENET_1K_CLASSES,
+    )
+    return Variant(f"swinv2-{shape}", None, fields, Preprocessing(192), None, released=False)
+
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -130,19 +189,25 @@ VARIANTS: dict[str, Variant] = {
         _variant("large", 12, 192, None),
         _variant("large", 16, 256, 86.9, from_window=12, from_size=192),
         _variant("large", 24, 384, 87.6, from_window=12, from_size=192),
+        _paper_only("huge"),
+        _paper_only("giant"),
     )
 }
 
 _ALIASES: dict[str, str] = {}
 for _v in VARIANTS.values():
-    _ALIASES[_v.name] = _v.name
-    _ALIASES[_v.hub_id] = _v.name
-    _ALIASES[_v.timm_name] = _v.name
+    for _alias in (_v.name, _v.hub_id, _v.timm_model):
+        if _alias is not None:
+            _ALIASES[_alias] = _v.name
 
 
-def list_variants() -> list[str]:
-    """Names of every known variant, in release order."""
-    return list(VARIANTS)
+def list_variants(include_unreleased: bool = False) -> list[str]:
+    """Names of the released checkpoints, in release order (each has a Hub id and a timm name).
+
+    Args:
+        include_unreleased: Also name the paper-only `swinv2-huge` and `swinv2-giant` (no weights).
+    """
+    return [name for name, v in VARIANTS.items() if v.released or include_unreleased]
 
 
 def get_variant(name: str) -> Variant:
@@ -158,4 +223,4 @@ def get_variant(name: str) -> Variant:
         return VARIANTS[_ALIASES[key]]
     close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise KeyError(f"unknown Swin V2 variant {name!r}{hint} (swinv2.list_variants() lists all {len(VARIANTS)})")
+    raise KeyError(f"unknown Swin V2 variant {name!r}{hint} (swinv2.list_variants() lists all {len(list_variants())})")

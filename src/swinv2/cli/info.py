@@ -15,7 +15,8 @@ import torch
 
 from swinv2.config import Swinv2Config
 from swinv2.io.checkpoints import PICKLE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
-from swinv2.io.errors import InputError
+from swinv2.io.errors import InputError, LimitError
+from swinv2.io.limits import ENV_VAR
 from swinv2.loading import model_class_for, resolve_model_source
 from swinv2.models import (
     Swinv2Backbone,
@@ -28,6 +29,7 @@ from swinv2.preprocess import PREPROCESSOR_NAME, Swinv2ImageProcessor
 from swinv2.zoo import Variant, get_variant
 
 LABELS_SHOWN = 5
+VARIANT_PREPROCESSING = "the variant's"  # where a variant's preprocessing comes from
 _RESAMPLE_NAMES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
@@ -57,6 +59,11 @@ def _joined(values: Sequence[Any]) -> str:
 
 
 def _origin(variant: Variant | None, directory: Path | None) -> str:
+    if variant is not None and not variant.released:
+        return (
+            f"variant {variant.name} (the Swin V2 paper's model: no weights were released, no timm model); "
+            "random weights only"
+        )
     if variant is not None:
         if variant.imagenet_top1 is None:
             accuracy = "ImageNet-22K pre-training (no ImageNet-1K top-1)"
@@ -89,6 +96,8 @@ def _shape(config: Swinv2Config) -> str:
         f"depths ({_joined(config.depths)})",
         f"heads ({_joined(config.num_heads)})",
     ]
+    if config.extra_norm_period:
+        parts.append(f"extra main-branch norm every {config.extra_norm_period} blocks")
     return ", ".join(parts)
 
 
@@ -129,7 +138,7 @@ def _describe(reference: str) -> tuple[Swinv2Config, type[Swinv2PreTrainedModel]
         variant = source.variant
         processor = Swinv2ImageProcessor.from_variant(variant.name)
         origin = _origin(variant, None)
-        return variant.config, Swinv2ForImageClassification, processor, "the variant's", origin
+        return variant.config, Swinv2ForImageClassification, processor, VARIANT_PREPROCESSING, origin
     assert source.directory is not None  # a source is a variant or a directory
     config = Swinv2Config.from_pretrained(source.directory)
     cls = model_class_for(config, source.directory)
@@ -145,16 +154,26 @@ def info_command(args: argparse.Namespace) -> str:
     config, cls, processor, where, origin = _describe(args.model)
     if args.config:
         return config.to_json_string(use_diff=False).rstrip("\n")  # full: defaults included; strict JSON
+    height, width = config.image_hw
     try:
         model = cls(config).eval()
-    except InputError as err:  # a config too large to build here: name where it came from
+    except LimitError as err:
+        if where != VARIANT_PREPROCESSING:
+            raise type(err)(f"'{args.model}': {err}") from None
+        # A known variant too large for this machine (giant, say): its parameters counted on the meta
+        # device, which allocates nothing. Not for a config.json, which could name any size.
+        with torch.device("meta"):
+            model = cls(config).eval()
+        needed = cls.config_size(config).total_bytes / 1e9
+        cost = f"FLOPs not counted (building it needs about {needed:.3g} GB, above the memory limit; see {ENV_VAR})"
+    except InputError as err:  # a config that builds no model: name where it came from
         raise type(err)(f"'{args.model}': {err}") from None
-    height, width = config.image_hw
-    flops = count_flops_without_data(model, height, width)
+    else:
+        flops = count_flops_without_data(model, height, width)
+        cost = f"{flops / 1e9:.2f} GFLOPs ({flops / 2e9:.2f} G multiply-adds) per {height}x{width} image"
     return "\n".join(
         [
-            f"{cls.__name__}: {model.num_parameters() / 1e6:.2f} M parameters, {flops / 1e9:.2f} GFLOPs "
-            f"({flops / 2e9:.2f} G multiply-adds) per {height}x{width} image",
+            f"{cls.__name__}: {model.num_parameters() / 1e6:.2f} M parameters, {cost}",
             origin,
             _shape(config),
             _preprocessing(processor, where),

@@ -21,6 +21,7 @@ from typing import Any
 
 from swinv2.config.common import (
     LEGACY_TRANSFORMERS_KEYS,
+    MAX_DEPTH,
     MAX_SIZE,
     TRANSFORMERS_KEYS,
     ConfigFile,
@@ -69,6 +70,14 @@ class Swinv2Config(ConfigFile):
         initializer_range: Std of the truncated normal used for weight initialisation.
         layer_norm_eps: Epsilon of the blocks' and final layer norms.
         encoder_stride: Upsampling factor of the SimMIM decoder.
+        extra_norm_period: Put one more layer norm on the main branch (the residual stream) after every
+            `extra_norm_period`-th block of each stage, counted from 1 within the stage (blocks k, 2k,
+            ... of every stage; the count restarts after each patch merging). 0 (the default, and every
+            released checkpoint): none. The V2 paper's SwinV2-H and -G use 6 ("an additional layer
+            normalization layer on the main branch every 6 layers", section "Model configurations");
+            counting per stage is what timm's `swinv2_cr` does with its `extra_norm_period`. Not a
+            transformers field: written to config.json only when non-zero, so a released model's
+            config.json stays transformers' own. The norms are `encoder.layers.i.blocks.j.extra_norm`.
         out_features / out_indices: Stages a `Swinv2Backbone` returns (`stem`, `stage1`..).
         id2label / label2id: Class names.
         num_labels: Number of classes; builds `LABEL_i` names when `id2label` is not given.
@@ -126,6 +135,8 @@ class Swinv2Config(ConfigFile):
     output_hidden_states: bool = False
     output_attentions: bool = False
     dtype: str | None = None
+    # Not a transformers field: after all of them, so transformers' positional order stays the same.
+    extra_norm_period: int = 0  # 0: no extra main-branch norms (every released model); SwinV2-H/G: 6
     extra: dict[str, Any] = field(default_factory=dict)
     model_type = MODEL_TYPE  # a class attribute (no annotation: not a field), as in transformers
     derived_keys = _DERIVED_KEYS  # written by to_dict, dropped when read
@@ -262,6 +273,7 @@ class Swinv2Config(ConfigFile):
             problems.add(f"patch_size {quote(self.patch_size)} must not exceed image_size {quote(self.image_size)}")
         for name in ("num_channels", "embed_dim", "window_size", "encoder_stride"):
             problems.size(name, getattr(self, name))
+        problems.size("extra_norm_period", self.extra_norm_period, minimum=0, maximum=MAX_DEPTH)
         depths_ok, stages_ok = problems.stages(self.depths, self.num_heads)
         if stages_ok and is_int(self.embed_dim) and 0 < self.embed_dim <= MAX_SIZE:
             for i, heads in enumerate(self.num_heads):
@@ -368,6 +380,8 @@ class Swinv2Config(ConfigFile):
         out.pop("attn_implementation")  # a runtime choice, as in transformers
         if _get_torchscript(self):
             out["torchscript"] = True  # transformers 5 writes it only when it was set
+        if out.get("extra_norm_period") == 0:
+            del out["extra_norm_period"]  # not transformers': a released model's config.json stays its own
         # Code that still records the dtype in `extra` after construction wins over the field.
         for key in ("dtype", "torch_dtype"):
             if self.extra.get(key) is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,9 @@ def _resolve_dtype(dtype: str | torch.dtype | None, config: ConfigFile) -> torch
 
 
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+#: A main-branch norm of `Swinv2Config.extra_norm_period` (`Swinv2Block.extra_norm`), no prefix. Not a
+#: transformers name (its Swinv2 has no such norm), so not in `swinv2.io.keymaps`' tables.
+_EXTRA_NORM_KEY = re.compile(r"encoder\.layers\.\d+\.blocks\.(?P<j>\d+)\.extra_norm\.(?:weight|bias)$")
 
 
 class LoadingInfo(LoadReport, dict[str, Any]):
@@ -592,7 +596,60 @@ class Swinv2PreTrainedModel(PreTrainedModel):
 
     @staticmethod
     def is_encoder_key(key: str) -> bool:
-        return is_transformers_encoder_key(key)
+        return is_transformers_encoder_key(key) or _EXTRA_NORM_KEY.match(key) is not None
+
+    def _map_hf_state(self, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+        """As the base class; an extra norm this model has no place for is `unexpected`, never `unused`:
+        every class holds the whole encoder, so such a key means another `extra_norm_period`."""
+        mapped, unexpected, unused = super()._map_hf_state(state)
+        misplaced = [k for k in unused if _is_extra_norm_key(k)]
+        return mapped, [*unexpected, *misplaced], [k for k in unused if k not in misplaced]
+
+    def load_hf_state_dict(self, state: Mapping[str, torch.Tensor], **kwargs: Any) -> LoadReport:
+        """As the base class (same arguments); a refusal that involves extra-norm keys says so."""
+        try:
+            return super().load_hf_state_dict(state, **kwargs)
+        except CheckpointError as err:
+            raise self._explain_extra_norms(err, state, str(kwargs.get("source", "state dict"))) from None
+
+    def _load_pretrained_state(
+        self, state: Mapping[str, torch.Tensor], source: str, strict: bool | None, ignore_mismatched_sizes: bool
+    ) -> LoadingInfo:
+        try:
+            return super()._load_pretrained_state(state, source, strict, ignore_mismatched_sizes)
+        except CheckpointError as err:
+            raise self._explain_extra_norms(err, state, source) from None
+
+    def _explain_extra_norms(self, err: CheckpointError, state: Mapping[str, torch.Tensor], source: str) -> Exception:
+        """`err`, with the `extra_norm_period` the weights imply and the config field to fix when extra-norm
+        keys are among its missing or unexpected ones."""
+        report = err.report
+        if report is None or not any(_is_extra_norm_key(k) for k in [*report.missing, *report.unexpected]):
+            return err
+        ours = self.config.extra_norm_period
+        blocks = [block for k in state if (block := _extra_norm_block(k)) is not None]
+        theirs = math.gcd(*blocks)  # the norms end blocks k, 2k, ...: their gcd is k (0: none)
+        where = f"'{Path(source) / CONFIG_NAME}'" if Path(source).is_dir() else "the config"
+        if theirs == ours:
+            detail = f"the weights' `extra_norm` keys do not match the config's extra_norm_period={ours}"
+        else:
+            held = f"every {theirs} blocks (extra_norm_period={theirs})" if theirs else "nowhere (extra_norm_period=0)"
+            detail = (
+                f"the model was built with extra_norm_period={ours}, but the weights have these main-branch norms "
+                f"{held}; set extra_norm_period={theirs} in {where} to load them"
+            )
+        return CheckpointError(f"{err}; {detail}", report, err.subject)
+
+
+def _extra_norm_block(key: str) -> int | None:
+    """The block (counted from 1 in its stage) whose `extra_norm_period` norm `key` names, with or without
+    a head's `swinv2.` prefix; None for any other key."""
+    match = _EXTRA_NORM_KEY.fullmatch(key.removeprefix(Swinv2PreTrainedModel.base_model_prefix + "."))
+    return None if match is None else int(match["j"]) + 1
+
+
+def _is_extra_norm_key(key: str) -> bool:
+    return _extra_norm_block(key) is not None
 
 
 def _check_weights_cover_config(directory: Path, encoder_parameters: int) -> None:

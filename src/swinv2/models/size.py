@@ -73,6 +73,8 @@ def model_size(
     for stage, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
         dim = C * 2**stage
         parameters += depth * block_parameters(dim, heads, config.mlp_ratio, config.qkv_bias)
+        if config.extra_norm_period:
+            parameters += depth // config.extra_norm_period * 2 * dim  # main-branch norms
         window, _ = clamp_window(config.patch_grid[0] // 2**stage, config.window_size, config.window_size // 2)
         tokens = _ceil_to(max(height, 1), window) * _ceil_to(max(width, 1), window)  # padded grid
         per_window = window * window

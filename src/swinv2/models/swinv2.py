@@ -4,6 +4,8 @@ References:
     Liu et al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022 (arXiv 2111.09883):
     the three V2 techniques are residual post-norm (`Swinv2Block.forward`), scaled cosine attention
     (`eager_attention`) and the log-spaced continuous position bias (`Swinv2SelfAttention.position_bias`).
+    Its SwinV2-H and -G also put a layer norm on the main branch every 6 blocks: `Swinv2Block.extra_norm`
+    (`config.extra_norm_period`, 0 in every released model).
     Xie et al., "SimMIM", CVPR 2022 (arXiv 2111.09886): `Swinv2ForMaskedImageModeling`.
 
 The module tree and parameter names are transformers' (`embeddings.patch_embeddings.projection`,
@@ -346,7 +348,8 @@ class BlockOptions:
 
 
 class Swinv2Block(nn.Module):
-    """(Shifted-)window attention and MLP, each with a residual post-norm: x + norm(f(x)).
+    """(Shifted-)window attention and MLP, each with a residual post-norm: x + norm(f(x)); optionally a
+    layer norm of the result, on the main branch (SwinV2-H/G, `extra_norm`).
 
     Args:
         dim: Channels C.
@@ -356,6 +359,8 @@ class Swinv2Block(nn.Module):
         pretrained_window: Window the position bias was trained with (0: `window`).
         drop_path: Stochastic depth rate of both residual branches.
         options: What the model's blocks share.
+        extra_norm: End with a layer norm on the main branch, `extra_norm` (the V2 paper's "additional
+            layer normalization on the main branch" of SwinV2-H/G; timm's swinv2_cr calls it `norm3`).
     """
 
     def __init__(
@@ -367,6 +372,7 @@ class Swinv2Block(nn.Module):
         pretrained_window: int = 0,
         drop_path: float = 0.0,
         options: BlockOptions = BlockOptions(),
+        extra_norm: bool = False,
     ) -> None:
         super().__init__()
         self.window = window
@@ -387,6 +393,7 @@ class Swinv2Block(nn.Module):
         self.intermediate = Swinv2Intermediate(dim, hidden, options.hidden_act)
         self.output = Swinv2Output(hidden, dim, options.hidden_dropout)
         self.layernorm_after = nn.LayerNorm(dim, eps=options.layer_norm_eps)
+        self.extra_norm = nn.LayerNorm(dim, eps=options.layer_norm_eps) if extra_norm else None
 
     def forward(
         self, hidden: torch.Tensor, layout: GridWindows, need_weights: bool = False
@@ -421,9 +428,13 @@ class Swinv2Block(nn.Module):
             return rows + self.drop_path(self.layernorm_after(backend.mlp(self, rows)))
 
         if self.training:  # drop path draws per image: no row blocks
-            return mlp_residual(hidden), probs
-        hidden_bytes = 4 * self.intermediate.dense.out_features
-        return backend.row_blocks(mlp_residual, hidden.reshape(B * L, C), hidden_bytes, 1).view(B, L, C), probs
+            hidden = mlp_residual(hidden)
+        else:
+            hidden_bytes = 4 * self.intermediate.dense.out_features
+            hidden = backend.row_blocks(mlp_residual, hidden.reshape(B * L, C), hidden_bytes, 1).view(B, L, C)
+        if self.extra_norm is not None:
+            hidden = self.extra_norm(hidden)  # the main branch itself, not a residual: (B, L, C)
+        return hidden, probs
 
 
 class Swinv2PatchMerging(nn.Module):
@@ -482,6 +493,8 @@ class Swinv2Stage(nn.Module):
         drop_paths: Stochastic depth rate of each block (their count is the stage's depth).
         options: What the model's blocks share.
         downsample: End with `Swinv2PatchMerging`.
+        extra_norm_period: Blocks k, 2k, ... of this stage (counted from 1) end with a main-branch
+            layer norm (`Swinv2Block.extra_norm`); 0: none.
     """
 
     def __init__(
@@ -494,11 +507,21 @@ class Swinv2Stage(nn.Module):
         drop_paths: Sequence[float],
         options: BlockOptions,
         downsample: bool,
+        extra_norm_period: int = 0,
     ) -> None:
         super().__init__()
         self.windows = WindowLayout(window, shift if len(drop_paths) > 1 else 0)
         self.blocks = nn.ModuleList(
-            Swinv2Block(dim, num_heads, window, shift if j % 2 else 0, pretrained_window, rate, options)
+            Swinv2Block(
+                dim,
+                num_heads,
+                window,
+                shift if j % 2 else 0,
+                pretrained_window,
+                rate,
+                options,
+                extra_norm=extra_norm_period > 0 and (j + 1) % extra_norm_period == 0,
+            )
             for j, rate in enumerate(drop_paths)
         )
         self.downsample = Swinv2PatchMerging(dim, options.layer_norm_eps) if downsample else None
@@ -647,7 +670,8 @@ class EncoderTrace:
 
 
 class Swinv2Encoder(nn.Module):
-    """The stages: stage i has `embed_dim * 2**i` channels; all but the last end in patch merging."""
+    """The stages: stage i has `embed_dim * 2**i` channels; all but the last end in patch merging.
+    With `config.extra_norm_period` k > 0, blocks k, 2k, ... of every stage end with a main-branch norm."""
 
     def __init__(self, config: Swinv2Config) -> None:
         super().__init__()
@@ -667,6 +691,7 @@ class Swinv2Encoder(nn.Module):
                     drop_paths=rates[starts[i] : starts[i] + config.depths[i]],
                     options=options,
                     downsample=i < config.num_layers - 1,
+                    extra_norm_period=config.extra_norm_period,
                 )
             )
         self.layers = nn.ModuleList(stages)
