@@ -31,6 +31,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _stage_list(text: str) -> tuple[int, ...]:
+    try:
+        stages = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected stage indices such as 0,1; got {text!r}") from None
+    if any(stage < 0 for stage in stages):
+        raise argparse.ArgumentTypeError(f"expected stage indices >= 0; got {text!r}")
+    return stages
+
+
 def train_command(args: argparse.Namespace) -> str:
     """Train, then say where the run is and how it ended."""
     from swinv2.train.trainer import TrainConfig, train
@@ -64,6 +74,7 @@ def train_command(args: argparse.Namespace) -> str:
         accumulate=args.accumulate,
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_stages=args.checkpointing_stages,
         ema=args.ema,
         image_size=args.image_size,
         window_size=args.window_size,
@@ -73,6 +84,8 @@ def train_command(args: argparse.Namespace) -> str:
         workers=args.workers,
         device=args.device,
         fsdp=args.fsdp,
+        fsdp_precision=args.fsdp_precision,
+        zero=args.zero,
     )
     result = train(config)
     if not main_process:
@@ -145,6 +158,13 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--accumulate", type=positive_int, default=1, metavar="N", help="gradient accumulation")
     sub.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     sub.add_argument("--gradient-checkpointing", action="store_true")
+    sub.add_argument(
+        "--checkpointing-stages",
+        type=_stage_list,
+        default=None,
+        metavar="I,J",
+        help="recompute the activations of these stages only (0-based, comma-separated), not every stage",
+    )
     sub.add_argument("--ema", type=_fraction, default=None, metavar="DECAY")
     sub.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="train at this size")
     sub.add_argument("--window-size", type=positive_int, default=None, metavar="W", help="with this window")
@@ -154,6 +174,13 @@ def _add_run_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--workers", type=non_negative_int, default=0, help="data-loading processes (default 0)")
     sub.add_argument("--device", default="cpu", metavar="D", help="cpu, cuda (default cpu)")
     sub.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP instead of DDP")
+    sub.add_argument(
+        "--fsdp-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="with --fsdp: bf16 computes with bf16 copies of the parameters, keeping fp32 masters (default fp32)",
+    )
+    sub.add_argument("--zero", action="store_true", help="under torchrun with DDP: shard the optimiser state (ZeRO)")
 
 
 def register(commands: Any) -> None:

@@ -6,6 +6,7 @@ PyTorch's. This module only reads torchrun's environment and picks the backend (
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -72,16 +73,44 @@ def barrier(processes: Processes) -> None:
 
 
 # ------------------------------------------------------------------------------------------ FSDP
-def shard(model: torch.nn.Module) -> None:
+#: FSDP's mixed precision: the dtype of the gathered parameters in forward and backward; the sharded
+#: master parameters, the optimiser state and the gradient reduction stay fp32.
+FSDP_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def shard(model: torch.nn.Module, *, mixed_precision: str = "fp32") -> None:
     """Shard parameters, gradients and optimiser state over the processes with PyTorch's FSDP
     (`fully_shard`): each Swin V2 block is one unit (gathered for its forward and backward, freed
-    after), then the rest of the model. Call before building the optimiser."""
-    from torch.distributed.fsdp import fully_shard
+    after), then the rest of the model. Call before building the optimiser.
 
-    for module in model.modules():
-        if type(module).__name__ == "Swinv2Block":
-            fully_shard(module)
-    fully_shard(model)
+    Args:
+        mixed_precision: "fp32", or "bf16": blocks compute with bf16 copies of the gathered parameters
+            (`MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=float32)`); the sharded parameters
+            the optimiser updates stay fp32.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if mixed_precision not in FSDP_PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {list(FSDP_PRECISIONS)}; got {mixed_precision!r}")
+    dtype = FSDP_PRECISIONS[mixed_precision]
+    policy = (
+        MixedPrecisionPolicy() if dtype is None else MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    )
+    units = [module for module in model.modules() if type(module).__name__ == "Swinv2Block"] + [model]
+    for module in units:
+        fully_shard(module, mp_policy=policy)
+    if dtype is not None:  # after FSDP's own hooks, which gather and cast the parameters
+        for module in units:
+            module.register_forward_pre_hook(functools.partial(_cast_buffers, dtype=dtype))
+
+
+def _cast_buffers(module: torch.nn.Module, inputs: Any, dtype: torch.dtype) -> None:
+    """Cast an FSDP unit's floating buffers (Swin V2's coordinate tables) to the dtype its parameters compute
+    in: FSDP's mixed precision casts the parameters only, and the model computes the two together."""
+    for owner in module.modules():
+        for name, buffer in owner.named_buffers(recurse=False):
+            if buffer.is_floating_point() and buffer.dtype != dtype:
+                setattr(owner, name, buffer.to(dtype))
 
 
 def _full() -> Any:

@@ -100,6 +100,15 @@ class TrainConfig:
         fsdp: Under torchrun, shard parameters, gradients and optimiser state with FSDP instead of
             replicating them with DDP; checkpoints hold the gathered state, so any number of processes
             resumes them.
+        fsdp_precision: With `fsdp`: "fp32", or "bf16": FSDP's mixed precision (blocks compute with bf16
+            copies of the gathered parameters; the sharded parameters, the optimiser state and the
+            gradient reduction stay fp32). Independent of `precision` (autocast).
+        zero: Under torchrun with DDP: shard the optimiser state over the processes
+            (`ZeroRedundancyOptimizer`, ZeRO stage 1); the parameters stay replicated. Not with `fsdp`,
+            which already shards it. Checkpoints hold the whole optimiser state.
+        gradient_checkpointing_stages: Recompute the activations of these stages only (0-based indices),
+            instead of every stage (`gradient_checkpointing`); early, high-resolution stages hold most
+            of the activations. The model checkpoints per stage, not per block.
         checkpoint_every: Save a checkpoint every this many optimiser steps (besides the end and on
             SIGTERM / Ctrl-C).
         crop: Super-resolution: side of a training sample's low-resolution crop, in pixels.
@@ -127,6 +136,7 @@ class TrainConfig:
     accumulate: int = 1
     precision: str = "fp32"
     gradient_checkpointing: bool = False
+    gradient_checkpointing_stages: tuple[int, ...] | None = None
     ema: float | None = None
     image_size: int | None = None
     window_size: int | None = None
@@ -138,6 +148,8 @@ class TrainConfig:
     workers: int = 0
     device: str = "cpu"
     fsdp: bool = False
+    fsdp_precision: str = "fp32"
+    zero: bool = False
     mask_ratio: float = 0.6
     mask_patch_size: int | None = None
     crop: int = 48
@@ -171,14 +183,37 @@ class TrainConfig:
             errors.append("layer_decay, mixup and cutmix are for classifiers, not super-resolution")
         if self.fsdp and self.ema is not None:
             errors.append("ema is not kept with fsdp (the average would need the whole model on every process)")
+        if self.fsdp_precision not in distributed.FSDP_PRECISIONS:
+            errors.append(
+                f"fsdp_precision must be one of {list(distributed.FSDP_PRECISIONS)}; got {quote(self.fsdp_precision)}"
+            )
+        elif self.fsdp_precision != "fp32" and not self.fsdp:
+            errors.append(f"fsdp_precision {quote(self.fsdp_precision)} needs fsdp (it is FSDP's mixed precision)")
+        if self.zero and self.fsdp:
+            errors.append("zero is for DDP; fsdp already shards the optimiser state (choose one)")
+        stages = self.gradient_checkpointing_stages
+        if stages is not None:
+            if not (
+                isinstance(stages, tuple)
+                and stages
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in stages)
+            ):
+                errors.append(
+                    "gradient_checkpointing_stages must be a non-empty tuple of stage indices >= 0; "
+                    f"got {quote(stages)}"
+                )
+            elif self.gradient_checkpointing:
+                errors.append(
+                    "gradient_checkpointing checkpoints every stage; give it or gradient_checkpointing_stages"
+                )
         if self.precision not in PRECISIONS:
             errors.append(f"precision must be one of {list(PRECISIONS)}; got {quote(self.precision)}")
         if errors:
             raise InputError("invalid training settings: " + "; ".join(errors))
 
     def settings(self) -> dict[str, Any]:
-        """The settings as JSON, for `settings.json`."""
-        return dataclasses.asdict(self)
+        """The settings as JSON, for `settings.json` (tuples as lists, as JSON reads them back)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 #: Super-resolution epochs hold at least this many random crops (held-out PSNR is measured once an epoch).
@@ -188,6 +223,8 @@ CROPS_PER_EPOCH = 1024
 #: per-process batch may change with the number of processes, as long as the global batch stays the same
 #: (`check_global_batch`).
 RESUMABLE_CHANGES = ("out", "resume", "workers", "device", "checkpoint_every", "log_every", "batch_size")
+#: Settings added after checkpoints were first written, with the value an older checkpoint's run had.
+LATER_SETTINGS: dict[str, Any] = {"fsdp_precision": "fp32", "zero": False, "gradient_checkpointing_stages": None}
 #: The number of processes, recorded beside the settings in a checkpoint.
 PROCESSES_KEY = "processes"
 
@@ -298,7 +335,7 @@ def _train(
     if config.resume:
         resumed = load_training_checkpoint(checkpoint_dir)
         keys = [k for k in config.settings() if k not in RESUMABLE_CHANGES]
-        check_same_run(resumed.settings, config.settings(), keys, str(run))
+        check_same_run(LATER_SETTINGS | resumed.settings, config.settings(), keys, str(run))
         check_global_batch(resumed.settings, config.batch_size, processes.world_size, str(run))
     elif checkpoint_dir.exists():
         raise ResumeError(f"'{run}' already holds a run; pass --resume to continue it, or choose another --out")
@@ -341,6 +378,8 @@ def _train(
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    elif config.gradient_checkpointing_stages is not None:
+        checkpoint_stages(model, config.gradient_checkpointing_stages)
     model.train()
     ema = (
         torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema))
@@ -352,7 +391,7 @@ def _train(
     model_class = type(model)  # FSDP swaps in a subclass of its own
     sharded = config.fsdp and processes.distributed
     if sharded:
-        distributed.shard(model)
+        distributed.shard(model, mixed_precision=config.fsdp_precision)
     trained: nn.Module = (
         DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if processes.distributed and not sharded
@@ -375,7 +414,12 @@ def _train(
             f"{config.batch_size * processes.world_size * config.accumulate}; lower --batch-size or --accumulate"
         )
     total_steps = config.steps if config.steps is not None else steps_per_epoch * (config.epochs or 0)
-    optimizer = build_optimizer(model, lr=config.lr, weight_decay=config.weight_decay, layer_decay=config.layer_decay)
+    optimizer: torch.optim.Optimizer = build_optimizer(
+        model, lr=config.lr, weight_decay=config.weight_decay, layer_decay=config.layer_decay
+    )
+    zero = config.zero and processes.distributed and not sharded
+    if zero:
+        optimizer = zero_optimizer(optimizer)
     schedule = WarmupCosine(
         optimizer,
         warmup_steps=min(config.warmup_steps, total_steps - 1),
@@ -386,7 +430,11 @@ def _train(
     mixing = torch.Generator().manual_seed(config.seed + 1)
     progress = Progress()
     if resumed is not None:
-        distributed.load_full_state(model, optimizer, resumed.model, resumed.state["optimizer"])
+        if config.zero:  # torch's format: the whole state, in parameter order; each ZeRO process keeps its part
+            distributed.load_full_state(model, None, resumed.model, None)
+            optimizer.load_state_dict(resumed.state["optimizer"])
+        else:
+            distributed.load_full_state(model, optimizer, resumed.model, resumed.state["optimizer"])
         schedule.load_state_dict(resumed.state["schedule"])
         scaler.load_state_dict(resumed.state["scaler"])
         restore_rng(resumed.state["rng"], {"mixing": mixing})
@@ -405,7 +453,16 @@ def _train(
 
     def save_checkpoint() -> None:
         model_state = distributed.full_model_state(model)  # every process takes part when sharded
-        optimizer_state = distributed.full_optimizer_state(model, optimizer)
+        if zero:
+            from torch.distributed.optim import ZeroRedundancyOptimizer
+
+            assert isinstance(optimizer, ZeroRedundancyOptimizer)
+            optimizer.consolidate_state_dict(to=0)  # every process sends its part to the main one
+            optimizer_state = optimizer.state_dict() if processes.main else None
+        elif config.zero:  # alone: the same format, so that a resumption under torchrun with ZeRO reads it
+            optimizer_state = optimizer.state_dict()
+        else:
+            optimizer_state = distributed.full_optimizer_state(model, optimizer)
         if not processes.main:
             return
         state = {
@@ -562,6 +619,37 @@ def _train(
             logger.warning("curves.png not drawn: it needs matplotlib (pip install 'swinv2[plots]')")
     distributed.barrier(processes)
     return TrainResult(run, step, evaluation, [(str(path), reason) for path, reason in skipped])
+
+
+def zero_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """`optimizer` (groups, hyper-parameters, class) as a `ZeroRedundancyOptimizer`: each DDP process keeps
+    the state of its share of the parameters only and broadcasts them after its step. Build it before any
+    step (the state of `optimizer` is not carried over)."""
+    import inspect
+
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted and k != "params"}
+    groups = [dict(group) for group in optimizer.param_groups]
+    return ZeroRedundancyOptimizer(groups, optimizer_class=type(optimizer), **defaults)
+
+
+def checkpoint_stages(model: nn.Module, stages: tuple[int, ...]) -> None:
+    """Recompute the activations of the given stages (0-based, in the order of `model.modules()`: Swin V2's
+    `encoder.layers`, Swin2SR's residual stages) in the backward pass, and store those of the others. The
+    models checkpoint per stage (`run_blocks` takes one switch for all of a stage's blocks).
+
+    Raises:
+        InputError: a stage index the model does not have.
+    """
+    found = [m for m in model.modules() if hasattr(m, "gradient_checkpointing") and type(m).__name__.endswith("Stage")]
+    wrong = [i for i in stages if i >= len(found)]
+    if wrong:
+        raise InputError(f"gradient checkpointing stages {wrong} do not exist: the model has {len(found)} stages")
+    for index, stage in enumerate(found):
+        setattr(stage, "gradient_checkpointing", index in stages)  # noqa: B010
+        setattr(stage, "checkpoint_kwargs", {"use_reentrant": False})  # noqa: B010
 
 
 def check_global_batch(saved: dict[str, Any], batch_size: int, world_size: int, where: str) -> None:
