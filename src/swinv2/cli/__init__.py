@@ -15,7 +15,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 
-from swinv2.cli import bench, convert, demo, export, info, train, upscale, use
+from swinv2.cli import bench, convert, demo, export, info, plan, train, upscale, use
 from swinv2.cli.common import CommandError
 from swinv2.io.checkpoints import CheckpointError
 from swinv2.io.errors import InputError
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help=f"show the traceback of a failure (or set {DEBUG_VARIABLE}=1)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (convert, export, bench, use, upscale, info, train, demo):
+    for group in (convert, export, bench, use, upscale, info, plan, train, demo):
         group.register(commands)
     for command in commands.choices.values():  # `swinv2 COMMAND ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
