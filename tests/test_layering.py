@@ -29,7 +29,10 @@ TIERS: list[tuple[str, frozenset[str]]] = [  # (tier, the first name after `swin
     ("layers", frozenset({"layers"})),
     ("models", frozenset({"models"})),
     ("backends", frozenset({"backends"})),
-    ("app", frozenset({"zoo", "rewindow", "preprocess", "superres", "pipeline", "loading", "export", "runtime", "plan"})),
+    (
+        "app",
+        frozenset({"zoo", "rewindow", "preprocess", "superres", "pipeline", "loading", "export", "runtime", "plan"}),
+    ),
     ("train", frozenset({"train"})),
     ("cli", frozenset({"cli", "__main__"})),  # `python -m swinv2` is the command line
 ]
