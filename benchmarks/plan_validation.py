@@ -70,14 +70,21 @@ def _held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *tenso
     return sum(storages.values())
 
 
-def profiler_peak(config: Swinv2Config, batch: int, checkpointing: bool) -> int:
-    """Peak bytes of the second real training step from torch.profiler's allocator events."""
+def _training_inputs(
+    config: Swinv2Config, batch: int, checkpointing: bool
+) -> tuple[Swinv2ForImageClassification, torch.Tensor, torch.Tensor]:
+    """The seeded model in training mode (checkpointed if asked) and a batch for it."""
     torch.manual_seed(0)
     model = Swinv2ForImageClassification(config).train()
     if checkpointing:
         model.gradient_checkpointing_enable()
     pixels = torch.randn(batch, 3, config.image_hw[0], config.image_hw[1])
-    labels = torch.zeros(batch, dtype=torch.long)
+    return model, pixels, torch.zeros(batch, dtype=torch.long)
+
+
+def profiler_peak(config: Swinv2Config, batch: int, checkpointing: bool) -> int:
+    """Peak bytes of the second real training step from torch.profiler's allocator events."""
+    model, pixels, labels = _training_inputs(config, batch, checkpointing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -107,12 +114,7 @@ def profiler_peak(config: Swinv2Config, batch: int, checkpointing: bool) -> int:
 
 def tracker_peak(config: Swinv2Config, batch: int, checkpointing: bool) -> int:
     """Peak bytes of the second real training step from the planner's tracker run on real tensors."""
-    torch.manual_seed(0)
-    model = Swinv2ForImageClassification(config).train()
-    if checkpointing:
-        model.gradient_checkpointing_enable()
-    pixels = torch.randn(batch, 3, config.image_hw[0], config.image_hw[1])
-    labels = torch.zeros(batch, dtype=torch.long)
+    model, pixels, labels = _training_inputs(config, batch, checkpointing)
     return measure_step(model, pixels, labels, tracker=LiveBytes()).peak
 
 
