@@ -49,7 +49,7 @@ from swinv2.models.base import PreTrainedModel
 from swinv2.runtime import CLASS_KEY, CONFIG_KEY, INPUT_NAME, LABELS_KEY, PREPROCESSING_KEY
 
 FORMATS = ("onnx", "exported-program")
-DEFAULT_OPSET = 20  # the first with a Gelu operator (ONNX Runtime fuses it with the bias before it)
+DEFAULT_OPSET = 20  # the first with a Gelu operator (one node instead of the Erf formula)
 # Constant folding folds subgraphs whose inputs and outputs have at most this many elements: the position
 # bias with its shift mask (nW*nH*N*N, about 0.8 M at 256 px) and the stacked q/k/v weights (3C*C) of
 # every block become constants; the onnxscript optimizer's defaults (8192 and 262144) leave them computed

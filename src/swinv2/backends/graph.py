@@ -64,9 +64,8 @@ def graph_attention(
 def graph_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False
 ) -> torch.Tensor:
-    """`eager_linear` shaped for ONNX Runtime: (..., in) -> (..., out). Without a GELU the rows go as one
-    2-D product (a Gemm, bias included); before a GELU with a leading batch axis (MatMul + Add + Gelu,
-    fused into BiasGelu)."""
+    """`eager_linear` shaped for ONNX Runtime: (..., in) -> (..., out), the rows as one 2-D product (a Gemm,
+    bias included), then the exact GELU as one operator when `gelu`."""
     out = F.linear(x.reshape(-1, x.shape[-1]), weight, bias)  # (rows, out)
     return (F.gelu(out) if gelu else out).view(*x.shape[:-1], weight.shape[0])
 
